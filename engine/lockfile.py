@@ -1,0 +1,163 @@
+"""Cross-process writer lock and reader table, in a lock file beside the database.
+
+Lock file layout (one page, all zero when created):
+    byte 0        fcntl lock = the writer lock
+    byte 1        fcntl lock = reader-table mutex (held only while claiming a slot)
+    64 + 16*i     reader slot i: (pid u64, txnid u64); pid 0 = free
+
+Invariants:
+- A live read snapshot always owns a slot whose txnid is <= the txnid it reads
+  (txnid 0 while it is still choosing), so the writer's minimum over slots is a
+  safe lower bound of every snapshot in every process.
+- Slots of dead pids are ignored by the writer and reclaimed by the next claim.
+- fcntl locks belong to a process and all of them drop when *any* descriptor of
+  the file is closed, so each process keeps exactly one shared handle per lock
+  file (refcounted registry below); threads are serialised with thread locks.
+  Open databases after fork(), not before.
+"""
+
+import fcntl
+import mmap
+import os
+import struct
+import threading
+
+from .errors import TransactionError
+
+LOCK_FILE_SIZE = 4096
+WRITER_BYTE = 0
+READER_MUTEX_BYTE = 1
+SLOTS_OFFSET = 64
+SLOT = struct.Struct("<QQ")
+SLOT_COUNT = (LOCK_FILE_SIZE - SLOTS_OFFSET) // SLOT.size
+
+_registry = {}
+_registry_lock = threading.Lock()
+
+
+def lock_path_for(db_path: str) -> str:
+    return db_path + ".lock"
+
+
+def pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Handle:
+    def __init__(self, path: str, fd: int, key):
+        self.path = path
+        self.fd = fd
+        self.key = key
+        self.refs = 0
+        self.map = mmap.mmap(fd, LOCK_FILE_SIZE, mmap.MAP_SHARED)
+        self.writer_thread_lock = threading.Lock()
+        self.writer_owner = None
+        self.table_lock = threading.Lock()
+
+
+class LockFile:
+    """Process-shared handle on a database's lock file."""
+
+    def __init__(self, db_path: str):
+        path = lock_path_for(db_path)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            st = os.fstat(fd)
+            key = (st.st_dev, st.st_ino)
+            with _registry_lock:
+                handle = _registry.get(key)
+                if handle is None:
+                    if st.st_size < LOCK_FILE_SIZE:
+                        os.ftruncate(fd, LOCK_FILE_SIZE)
+                    handle = _Handle(path, fd, key)
+                    _registry[key] = handle
+                    fd = -1
+                handle.refs += 1
+        finally:
+            if fd >= 0:
+                os.close(fd)  # same file already open in this process: keep one fd
+        self._h = handle
+        self._closed = False
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        h = self._h
+        with _registry_lock:
+            h.refs -= 1
+            if h.refs == 0:
+                del _registry[h.key]
+                h.map.close()
+                os.close(h.fd)
+
+    # -- writer lock -------------------------------------------------------
+
+    def acquire_writer(self):
+        h = self._h
+        if h.writer_owner == threading.get_ident():
+            raise TransactionError(f"{h.path}: this thread already has an open write transaction")
+        h.writer_thread_lock.acquire()
+        try:
+            fcntl.lockf(h.fd, fcntl.LOCK_EX, 1, WRITER_BYTE)
+        except BaseException:
+            h.writer_thread_lock.release()
+            raise
+        h.writer_owner = threading.get_ident()
+
+    def release_writer(self):
+        h = self._h
+        h.writer_owner = None
+        fcntl.lockf(h.fd, fcntl.LOCK_UN, 1, WRITER_BYTE)
+        h.writer_thread_lock.release()
+
+    # -- reader table ------------------------------------------------------
+
+    def _slot_offset(self, index: int) -> int:
+        return SLOTS_OFFSET + index * SLOT.size
+
+    def claim_reader_slot(self) -> int:
+        """Take a free (or dead-pid) slot, publishing txnid 0 = 'pins everything'."""
+        h = self._h
+        pid = os.getpid()
+        with h.table_lock:
+            fcntl.lockf(h.fd, fcntl.LOCK_EX, 1, READER_MUTEX_BYTE)
+            try:
+                for index in range(SLOT_COUNT):
+                    offset = self._slot_offset(index)
+                    slot_pid, _ = SLOT.unpack_from(h.map, offset)
+                    if slot_pid == 0 or not pid_alive(slot_pid):
+                        SLOT.pack_into(h.map, offset, pid, 0)
+                        return index
+            finally:
+                fcntl.lockf(h.fd, fcntl.LOCK_UN, 1, READER_MUTEX_BYTE)
+        raise TransactionError(f"{h.path}: reader table full ({SLOT_COUNT} open snapshots)")
+
+    def publish_reader_txnid(self, index: int, txnid: int):
+        SLOT.pack_into(self._h.map, self._slot_offset(index), os.getpid(), txnid)
+
+    def release_reader_slot(self, index: int):
+        if not self._closed:
+            SLOT.pack_into(self._h.map, self._slot_offset(index), 0, 0)
+
+    def live_readers(self):
+        """[(pid, txnid)] of slots whose process is alive."""
+        h = self._h
+        found = []
+        for index in range(SLOT_COUNT):
+            pid, txnid = SLOT.unpack_from(h.map, self._slot_offset(index))
+            if pid and pid_alive(pid):
+                found.append((pid, txnid))
+        return found
+
+    def oldest_reader_txnid(self) -> int | None:
+        readers = self.live_readers()
+        return min(txnid for _, txnid in readers) if readers else None

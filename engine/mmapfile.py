@@ -1,0 +1,83 @@
+"""The database file: a shared read mapping plus pwrite/ftruncate/fsync.
+
+Invariants:
+- The file size is always a whole number of pages; it only grows while open
+  (compaction writes a new file), so a mapping never points past EOF.
+- Reads go through one MAP_SHARED read-only mapping.  When a snapshot needs a
+  page beyond the mapped length the file is remapped; older mapping objects stay
+  alive for as long as something references them, so remapping never pulls
+  memory out from under a running reader.
+- Writes use os.pwrite: the writer only touches pages no snapshot can see, and
+  pwrite keeps a stray write from being able to scribble over mapped pages.
+"""
+
+import mmap
+import os
+import threading
+
+from .layout import PAGE_SIZE
+
+GROWTH_MIN_PAGES = 16          # grow in chunks so small commits do not ftruncate each time
+GROWTH_FRACTION = 8            # ... and by 1/8 of the file for large files
+
+
+class PagedFile:
+    def __init__(self, path: str, fd: int):
+        self.path = path
+        self.fd = fd
+        self.map = None
+        self.mapped_pages = 0
+        self._remap_lock = threading.Lock()
+        self.remap(self.file_pages())
+
+    def file_pages(self) -> int:
+        return os.fstat(self.fd).st_size // PAGE_SIZE
+
+    def remap(self, needed_pages: int):
+        """Make sure the mapping covers at least `needed_pages` pages."""
+        with self._remap_lock:
+            if self.map is not None and self.mapped_pages >= needed_pages:
+                return self.map
+            pages = self.file_pages()
+            if pages < needed_pages:
+                from .errors import TruncatedFileError
+                raise TruncatedFileError(
+                    f"{self.path}: file has {pages} pages but the header needs {needed_pages}")
+            self.map = mmap.mmap(self.fd, pages * PAGE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ)
+            self.mapped_pages = pages
+            return self.map
+
+    def ensure_size(self, npages: int):
+        """Grow the file (ftruncate, whole pages) so it holds `npages` pages."""
+        current = self.file_pages()
+        if current >= npages:
+            return
+        target = max(npages, current + GROWTH_MIN_PAGES, current + current // GROWTH_FRACTION)
+        os.ftruncate(self.fd, target * PAGE_SIZE)
+
+    def write_pages(self, pages: dict):
+        """pwrite {pgno: page bytes}, coalescing runs of consecutive pages."""
+        run_start = None
+        run = []
+        for pgno in sorted(pages):
+            if run and pgno == run_start + len(run):
+                run.append(pages[pgno])
+                continue
+            if run:
+                os.pwrite(self.fd, b"".join(run), run_start * PAGE_SIZE)
+            run_start, run = pgno, [pages[pgno]]
+        if run:
+            os.pwrite(self.fd, b"".join(run), run_start * PAGE_SIZE)
+
+    def write_at(self, offset: int, data: bytes):
+        os.pwrite(self.fd, data, offset)
+
+    def sync(self):
+        os.fsync(self.fd)
+
+    def close(self):
+        # Mappings referenced by live snapshots are released by the GC later.
+        self.map = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

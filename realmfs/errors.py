@@ -1,0 +1,113 @@
+"""Every error realmfs reports, with its errno and its command-line exit code.
+
+This module is the one table of both: the FUSE layer asks an exception for
+``errno`` and the CLI asks it for ``exit_code``; nobody else decides either.
+Messages are one line and, where the user can act, say what to do next.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class ExitCode:
+    """Named exit codes of the ``realmfs`` command; tests assert these."""
+
+    OK = 0
+    ERROR = 1            # anything not listed below
+    USAGE = 2            # bad command line (argparse uses 2 as well)
+    WRONG_KEY = 3
+    NOT_ENCRYPTED = 4    # a plain, unencrypted Realm file where ciphertext was expected
+    DAMAGED = 5          # integrity failure or a file the format cannot describe
+    LOCKED = 6           # backing directory already mounted / in use
+    BAD_PATH = 7         # missing path, not a directory, mountpoint not empty
+    BUSY = 8             # unmount refused: files are still open
+    MOUNT_FAILED = 9     # FUSE itself failed (no /dev/fuse, no libfuse, ...)
+    EXISTS = 10          # refusing to overwrite an existing file or directory
+    BAD_KEY = 11         # key material in the wrong form (length, hex, empty)
+
+
+class RealmfsError(Exception):
+    """Base class: a one-line message, an errno for FUSE, an exit code for the CLI."""
+
+    errno: int = _errno.EIO
+    exit_code: int = ExitCode.ERROR
+
+
+class KeyFormatError(RealmfsError, ValueError):
+    """Key material that is not 64 bytes / 128 hex digits."""
+
+    errno = _errno.EINVAL
+    exit_code = ExitCode.BAD_KEY
+
+
+class WrongKey(RealmfsError):
+    """The key does not authenticate the config, a header or any written page."""
+
+    errno = _errno.EACCES
+    exit_code = ExitCode.WRONG_KEY
+
+
+class NotEncrypted(RealmfsError):
+    """A plain Realm file (``T-DB`` in clear) found where ciphertext was expected."""
+
+    errno = _errno.EIO
+    exit_code = ExitCode.NOT_ENCRYPTED
+
+
+class Damaged(RealmfsError):
+    """A backing file whose shape is impossible for the format (e.g. a partial page)."""
+
+    errno = _errno.EIO
+    exit_code = ExitCode.DAMAGED
+
+
+class IntegrityError(Damaged):
+    """A page or header that fails authentication in every slot: never returned as data."""
+
+    def __init__(self, file: str, page: int | None, reason: str):
+        self.file = file
+        self.page = page
+        self.reason = reason
+        where = f"page {page} of {file}" if page is not None else f"header of {file}"
+        super().__init__(f"{where}: {reason}")
+
+
+class BackingLocked(RealmfsError):
+    """The backing directory is already mounted by a live realmfs process."""
+
+    errno = _errno.EBUSY
+    exit_code = ExitCode.LOCKED
+
+
+class BadPath(RealmfsError):
+    """A path that is missing, of the wrong kind, or not empty where it must be."""
+
+    errno = _errno.ENOENT
+    exit_code = ExitCode.BAD_PATH
+
+
+class Busy(RealmfsError):
+    """An unmount refused because processes still hold files open."""
+
+    errno = _errno.EBUSY
+    exit_code = ExitCode.BUSY
+
+
+class MountFailed(RealmfsError):
+    """FUSE could not mount (no /dev/fuse, no libfuse, daemon died early)."""
+
+    exit_code = ExitCode.MOUNT_FAILED
+
+
+class AlreadyExists(RealmfsError):
+    """A destination that exists and would be overwritten."""
+
+    errno = _errno.EEXIST
+    exit_code = ExitCode.EXISTS
+
+
+class ReadOnly(RealmfsError):
+    """A write to a file or mount opened read-only."""
+
+    errno = _errno.EROFS

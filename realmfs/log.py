@@ -1,0 +1,46 @@
+"""Logging set-up for the CLI and the daemon: one line per event, to stderr or a file.
+
+Rate limiting keeps a flood of identical warnings (e.g. one per damaged page read
+again and again) from drowning the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+_FORMAT = "realmfs: %(levelname)s: %(message)s"
+_DEBUG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s"
+
+
+class RateLimit(logging.Filter):
+    """Let the same message through at most ``burst`` times per ``window`` seconds."""
+
+    def __init__(self, burst: int = 5, window: float = 60.0):
+        super().__init__()
+        self.burst, self.window = burst, window
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = f"{record.name}:{record.msg}"
+        now = time.monotonic()
+        start, count = self._seen.get(key, (now, 0))
+        if now - start > self.window:
+            start, count = now, 0
+        self._seen[key] = (start, count + 1)
+        if len(self._seen) > 10000:
+            self._seen.clear()
+        return count < self.burst
+
+
+def setup_logging(debug: bool = False, logfile: str | None = None) -> None:
+    handler = logging.FileHandler(logfile) if logfile else logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(_DEBUG_FORMAT if debug or logfile else _FORMAT))
+    handler.addFilter(RateLimit())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)

@@ -1,0 +1,196 @@
+"""Pure page cryptography: Realm Core's per-page AES-256-CBC + HMAC-SHA224.
+
+Bytes in, bytes out: no file access, no FUSE. Everything here is checked against
+files written by Realm Core itself (tests/unit/test_vectors.py).
+
+Per page (see docs/file-format.md):
+
+* IV   = counter (u32 LE) || logical byte offset of the page (i64 LE) || 4 zero bytes
+* data = AES-256-CBC(key[0:32], IV, plaintext page), no padding (4096 = 256 blocks)
+* MAC  = HMAC-SHA224(key[32:64], ciphertext [|| binding])
+
+``binding`` is empty for ``.realm`` files (Realm Core MACs the ciphertext only).
+Files with a realmfs header append ``file id || page || counter`` so that a page
+cannot move to another file or position, and its counter cannot be changed,
+without failing authentication.
+
+An IV-table entry holds two (counter, mac) slots: slot 1 is the current version,
+slot 2 the previous one, kept so that a torn write can fall back to it.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import struct
+from typing import NamedTuple
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from .layout import (
+    AES_BLOCK,
+    AES_KEY_SIZE,
+    COUNTER_MAX,
+    COUNTER_NEVER_WRITTEN,
+    ENTRY_SIZE,
+    KEY_SIZE,
+    PAGE_SIZE,
+)
+
+_ENTRY = struct.Struct("<I28sI28s")
+_IV = struct.Struct("<Iq4x")
+_BINDING = struct.Struct("<16sQI")
+_ZERO_PAGE = bytes(PAGE_SIZE)
+_WORDS_PER_PAGE = PAGE_SIZE // 8
+_WORDS_PER_AES_BLOCK = AES_BLOCK // 8
+assert _ENTRY.size == ENTRY_SIZE
+
+
+class Entry(NamedTuple):
+    """One IV-table entry: slot 1 (current) and slot 2 (previous)."""
+
+    iv1: int
+    mac1: bytes
+    iv2: int
+    mac2: bytes
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> "Entry":
+        return cls(*_ENTRY.unpack(raw))
+
+    def pack(self) -> bytes:
+        return _ENTRY.pack(*self)
+
+    @property
+    def written(self) -> bool:
+        return self.iv1 != COUNTER_NEVER_WRITTEN
+
+
+EMPTY_ENTRY = Entry(0, bytes(28), 0, bytes(28))
+
+
+def next_counter(*seen: int) -> int:
+    """Counter for the next write of a page, after the highest counter ever seen for it.
+
+    Counters are u32 and 0 means "never written", so after 0xFFFFFFFF the next one is
+    1 again, as in Realm Core. That wrap re-uses IVs (counter, position) used 2^32-1
+    writes earlier for this page; the format has no room for a wider counter. At one
+    write per millisecond to a single page this takes 50 days; rekey before that.
+    """
+    counter = (max(seen) + 1) & COUNTER_MAX
+    return counter or 1
+
+
+def page_iv(counter: int, page: int) -> bytes:
+    return _IV.pack(counter, page * PAGE_SIZE)
+
+
+class ReadResult(enum.Enum):
+    """How a page was read, in Realm Core's decision order (realm-format.md §6)."""
+
+    SUCCESS = "success"                      # slot 1 authenticates
+    FALLBACK = "fallback"                    # slot 2 authenticates: the last write was torn
+    UNINITIALIZED = "never written"          # iv1 == 0
+    EOF = "out of bounds"                    # data page missing or short
+    INTERRUPTED_FIRST_WRITE = "interrupted first write"  # iv2 == 0, slot 1 fails
+    STALE_ZERO = "stale entry over a zero page"          # all-zero ciphertext, both fail
+    FAILED = "authentication failed"
+
+
+class PageCipher:
+    """The key's two halves, prepared once; encrypt/MAC and verify/decrypt of pages."""
+
+    __slots__ = ("_aes", "_mac_key")
+
+    def __init__(self, key: bytes):
+        if len(key) != KEY_SIZE:
+            raise ValueError(f"a key is {KEY_SIZE} bytes, got {len(key)}")
+        self._aes = algorithms.AES(bytes(key[:AES_KEY_SIZE]))
+        self._mac_key = bytes(key[AES_KEY_SIZE:])
+
+    def __repr__(self) -> str:
+        return "PageCipher(<key hidden>)"
+
+    # -- MAC -------------------------------------------------------------------------
+    def mac(self, ciphertext, binding: bytes = b"") -> bytes:
+        return hmac.digest(self._mac_key, bytes(ciphertext) + binding if binding else ciphertext, "sha224")
+
+    def mac_message(self, message: bytes) -> bytes:
+        """HMAC-SHA224 of an arbitrary message (headers, key checks)."""
+        return hmac.digest(self._mac_key, message, "sha224")
+
+    # -- single pages ----------------------------------------------------------------
+    def encrypt_page(self, plaintext, counter: int, page: int) -> bytes:
+        encryptor = Cipher(self._aes, modes.CBC(page_iv(counter, page))).encryptor()
+        return encryptor.update(plaintext) + encryptor.finalize()
+
+    def decrypt_page(self, ciphertext, counter: int, page: int) -> bytes:
+        decryptor = Cipher(self._aes, modes.CBC(page_iv(counter, page))).decryptor()
+        return decryptor.update(ciphertext) + decryptor.finalize()
+
+    def seal_page(self, plaintext, old: Entry, page: int, binding_id: bytes | None,
+                  floor: int = 0) -> tuple[bytes, Entry]:
+        """Encrypt one page for writing: returns (ciphertext, new entry).
+
+        The previous slot 1 moves to slot 2 (Realm Core's order), unless ``floor`` says
+        slot 1 is a torn write: then the verified slot 2 stays. The counter continues
+        after the highest counter seen (``floor`` included) so no IV is used twice.
+        """
+        keep = (old.iv2, old.mac2) if floor else (old.iv1, old.mac1)
+        counter = next_counter(old.iv1, old.iv2 if floor else 0, floor)
+        while True:
+            ciphertext = self.encrypt_page(plaintext, counter, page)
+            mac = self.mac(ciphertext, binding(binding_id, page, counter))
+            if mac != keep[1]:
+                return ciphertext, Entry(counter, mac, keep[0], keep[1])
+            counter = next_counter(counter)  # a MAC collision with slot 2: as Realm, bump again
+
+    # -- reading ---------------------------------------------------------------------
+    def classify(self, entry: Entry, ciphertext, page: int,
+                 binding_id: bytes | None) -> tuple[ReadResult, int]:
+        """Decide how to read one page; returns (result, counter to decrypt with).
+
+        Follows Realm Core's order; ``ciphertext`` shorter than a page means EOF.
+        """
+        if entry.iv1 == COUNTER_NEVER_WRITTEN:
+            return ReadResult.UNINITIALIZED, 0
+        if len(ciphertext) < PAGE_SIZE:
+            return ReadResult.EOF, 0
+        if hmac.compare_digest(self.mac(ciphertext, binding(binding_id, page, entry.iv1)), entry.mac1):
+            return ReadResult.SUCCESS, entry.iv1
+        if entry.iv2 == COUNTER_NEVER_WRITTEN:
+            return ReadResult.INTERRUPTED_FIRST_WRITE, 0
+        if hmac.compare_digest(self.mac(ciphertext, binding(binding_id, page, entry.iv2)), entry.mac2):
+            return ReadResult.FALLBACK, entry.iv2
+        if ciphertext == _ZERO_PAGE:
+            return ReadResult.STALE_ZERO, 0
+        return ReadResult.FAILED, 0
+
+    def decrypt_pages(self, ciphertext, ivs: list[bytes]) -> bytes:
+        """CBC-decrypt ``len(ivs)`` consecutive pages in one pass.
+
+        CBC decryption is P_i = D(C_i) xor C_(i-1) with C_(-1) = IV, so all pages are
+        one ECB decryption followed by one vectorised XOR with the ciphertext shifted
+        by one AES block, each page's first block taking its own IV.
+        """
+        count = len(ivs)
+        if count == 1:
+            return self.decrypt_page_with_iv(ciphertext, ivs[0])
+        decryptor = Cipher(self._aes, modes.ECB()).decryptor()
+        raw = np.frombuffer(decryptor.update(ciphertext), dtype=np.uint64).reshape(count, _WORDS_PER_PAGE).copy()
+        chained = np.frombuffer(ciphertext, dtype=np.uint64).reshape(count, _WORDS_PER_PAGE)
+        raw[:, _WORDS_PER_AES_BLOCK:] ^= chained[:, :-_WORDS_PER_AES_BLOCK]
+        raw[:, :_WORDS_PER_AES_BLOCK] ^= np.frombuffer(b"".join(ivs), dtype=np.uint64).reshape(count, _WORDS_PER_AES_BLOCK)
+        return raw.tobytes()
+
+    def decrypt_page_with_iv(self, ciphertext, iv: bytes) -> bytes:
+        decryptor = Cipher(self._aes, modes.CBC(iv)).decryptor()
+        return decryptor.update(ciphertext) + decryptor.finalize()
+
+
+def binding(file_id: bytes | None, page: int, counter: int) -> bytes:
+    """Extra MAC input of header-layout pages; empty for Realm-layout pages."""
+    if file_id is None:
+        return b""
+    return _BINDING.pack(file_id, page, counter)

@@ -1,0 +1,471 @@
+"""EncryptedFile: one plaintext file kept as encrypted pages on a backing file descriptor.
+
+Two layouts share all page code (see docs/file-format.md):
+
+* ``.realm`` files: Realm Core's layout exactly, body at offset 0, logical size in
+  whole pages, derived from the physical size; byte-compatible with Realm Core.
+* every other file: a realmfs header page (file id, exact size) and then the same
+  body at offset 4096; page MACs also bind file id, page number and counter.
+
+Invariants
+* A page is returned only if it authenticates in slot 1 or slot 2. Every other
+  outcome is zeros (never written, or a state only a crash or Realm Core's own
+  shrink leaves in a ``.realm`` file) or an IntegrityError naming file and page.
+* Every page write uses a counter above every counter seen for that page; the
+  order of the backing writes is decided in ``_write_group`` alone.
+* Bytes past the logical size inside the last page are zero on disk (header
+  layout), so a file that grows again reads zeros there.
+* All public methods hold ``self.lock``; the object is safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+
+from . import fileheader
+from .errors import Damaged, IntegrityError, NotEncrypted, ReadOnly, RealmfsError, WrongKey
+from .fileheader import FILE_ID_SIZE, Header, HeaderProblem
+from .layout import (
+    ENTRIES_PER_BLOCK,
+    ENTRY_SIZE,
+    HEADER_BASE,
+    HEADER_SIZE,
+    PAGE_SIZE,
+    REALM_BASE,
+    block_of,
+    body_to_data_size,
+    contiguous_page_groups,
+    data_to_body_size,
+    entry_offset,
+    meta_offset,
+    page_offset,
+    pages_for,
+)
+from .pagecipher import EMPTY_ENTRY, Entry, PageCipher, ReadResult, page_iv
+
+log = logging.getLogger(__name__)
+
+ZERO_PAGE = bytes(PAGE_SIZE)
+REALM_MNEMONIC = b"T-DB"
+REALM_MNEMONIC_OFFSET = 16
+META_CACHE_BLOCKS = 256   # 1 MiB of IV tables per open file: covers 64 MiB of data
+KEY_PROBE_PAGES = 16      # written pages tried before a .realm file is said to have another key
+
+
+def looks_like_plain_realm(first_bytes: bytes) -> bool:
+    """True if the bytes start with an unencrypted Realm file header (``T-DB`` in clear)."""
+    return first_bytes[REALM_MNEMONIC_OFFSET:REALM_MNEMONIC_OFFSET + 4] == REALM_MNEMONIC
+
+
+class EncryptedFile:
+    """Logical file API (read/write/truncate/size/flush/fsync) over encrypted pages.
+
+    ``fd`` is a backing file descriptor opened O_RDWR (or O_RDONLY with
+    ``read_only``); the caller owns it and closes it after ``close()``.
+    ``key_checked`` says the key was already proven right (a mount checks it
+    against the backing directory's config): failures are then damage, never
+    a wrong key.
+    """
+
+    def __init__(self, fd: int, cipher: PageCipher, *, realm_layout: bool, name: str = "?",
+                 read_only: bool = False, key_checked: bool = False, salvage: bool = False):
+        self.fd = fd
+        self.salvage = salvage      # read what can be read: damaged pages as zeros, read-only
+        self.name = name
+        self.cipher = cipher
+        self.realm_layout = realm_layout
+        self.read_only = read_only or salvage
+        self.key_checked = key_checked
+        self.base = REALM_BASE if realm_layout else HEADER_BASE
+        self.lock = threading.RLock()
+        self.backing_writes = 0            # pwrite calls, for tests that count I/O
+        self._meta: OrderedDict[int, bytearray] = OrderedDict()
+        self._lost_counter: dict[int, int] = {}   # page -> counter of a torn slot 1
+        self._file_id: bytes | None = None
+        self._sequence = 0
+        self._size = 0
+        self._open()
+
+    # ------------------------------------------------------------------ opening
+    def _open(self) -> None:
+        physical = os.fstat(self.fd).st_size
+        if self.realm_layout:
+            self._open_realm(physical)
+        else:
+            self._open_with_header(physical)
+
+    def _open_realm(self, physical: int) -> None:
+        first = os.pread(self.fd, 24, 0) if physical else b""
+        if physical and looks_like_plain_realm(first):
+            raise NotEncrypted(f"{self.name} is an unencrypted Realm file; "
+                               "encrypt it first with 'realmfs encrypt'")
+        if physical % PAGE_SIZE and not self.salvage:
+            raise Damaged(f"{self.name}: backing size {physical} is not a whole number of "
+                          f"{PAGE_SIZE}-byte pages (file cut short?); see 'realmfs verify'")
+        self._size = body_to_data_size(physical)
+        if not self.key_checked and self._size:
+            self._check_key_on_pages()
+
+    def _open_with_header(self, physical: int) -> None:
+        if physical == 0:
+            # Created but never given a header (a crash right after create): empty.
+            if not self.read_only:
+                self._file_id = os.urandom(FILE_ID_SIZE)
+                self._write_header(0)
+            return
+        page = os.pread(self.fd, HEADER_SIZE, 0)
+        try:
+            header = fileheader.unpack_page(page, self.cipher.mac_message)
+        except HeaderProblem as problem:
+            raise self._header_error(problem, page) from None
+        self._file_id, self._sequence, self._size = header
+        body = physical - HEADER_SIZE
+        if body % PAGE_SIZE and not self.salvage:
+            raise Damaged(f"{self.name}: backing size {physical} is not a whole number of pages; "
+                          "see 'realmfs verify'")
+        if body_to_data_size(body) < pages_for(self._size) * PAGE_SIZE and not self.salvage:
+            raise Damaged(f"{self.name}: header says {self._size} bytes but only "
+                          f"{body_to_data_size(body)} are stored (file cut short?)")
+        if not self.read_only:
+            try:
+                self._tidy_beyond_size(body)
+            except RealmfsError as error:   # a damaged last page: reads will report it
+                log.error("%s: could not tidy past the end: %s", self.name, error)
+
+    def _header_error(self, problem: HeaderProblem, page: bytes) -> RealmfsError:
+        if problem.kind == "foreign":
+            if looks_like_plain_realm(page):
+                return NotEncrypted(f"{self.name} is an unencrypted Realm file; "
+                                    "encrypt it first with 'realmfs encrypt'")
+            return Damaged(f"{self.name} has no realmfs header (not a file realmfs wrote?)")
+        if problem.kind == "key" and not self.key_checked:
+            return WrongKey(f"the key does not open {self.name}: wrong key?")
+        return IntegrityError(self.name, None, str(problem))
+
+    def _check_key_on_pages(self) -> None:
+        """A ``.realm`` file has no key check: the key is right if any written page
+        authenticates. Only the first written page is usually needed."""
+        last = pages_for(self._size) - 1
+        tried = 0
+        for first, stop in contiguous_page_groups(0, last):
+            meta = self._meta_block(block_of(first))
+            for page in range(first, stop + 1):
+                entry = self._entry(meta, page)
+                if not entry.written:
+                    continue
+                tried += 1
+                if tried > KEY_PROBE_PAGES:
+                    break
+                ciphertext = os.pread(self.fd, PAGE_SIZE, page_offset(page, self.base))
+                result, _ = self.cipher.classify(entry, ciphertext, page, None)
+                if result in (ReadResult.SUCCESS, ReadResult.FALLBACK):
+                    return
+            if tried > KEY_PROBE_PAGES:
+                break
+        if tried:
+            raise WrongKey(f"the key does not open {self.name}: no written page authenticates "
+                           "(wrong key, or every page is damaged)")
+
+    # ------------------------------------------------------------------ IV tables
+    def _meta_block(self, block: int) -> bytearray:
+        meta = self._meta.get(block)
+        if meta is not None:
+            self._meta.move_to_end(block)
+            return meta
+        raw = os.pread(self.fd, PAGE_SIZE, meta_offset(block, self.base))
+        meta = bytearray(raw) + bytearray(PAGE_SIZE - len(raw))
+        self._meta[block] = meta
+        if len(self._meta) > META_CACHE_BLOCKS:
+            self._meta.popitem(last=False)
+        return meta
+
+    @staticmethod
+    def _entry(meta: bytearray, page: int) -> Entry:
+        start = (page % ENTRIES_PER_BLOCK) * ENTRY_SIZE
+        return Entry.unpack(bytes(meta[start:start + ENTRY_SIZE]))
+
+    def _binding_id(self) -> bytes | None:
+        return None if self.realm_layout else self._file_id
+
+    # ------------------------------------------------------------------ size
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _body_size_for(self, size: int) -> int:
+        if size == 0:
+            return 0
+        return data_to_body_size(size)
+
+    # ------------------------------------------------------------------ reading
+    def read(self, offset: int, length: int) -> bytes:
+        with self.lock:
+            if offset >= self._size or length <= 0:
+                return b""
+            length = min(length, self._size - offset)
+            first, last = offset // PAGE_SIZE, (offset + length - 1) // PAGE_SIZE
+            plain = self._read_pages(first, last, lenient=self.salvage)
+            start = offset - first * PAGE_SIZE
+            return plain[start:start + length]
+
+    def _read_pages(self, first: int, last: int, *, lenient: bool = False) -> bytes:
+        """Plaintext of pages first..last; raise IntegrityError on an unreadable page."""
+        parts = []
+        for group_first, group_last in contiguous_page_groups(first, last):
+            parts.append(self._read_group(group_first, group_last, lenient))
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _read_group(self, first: int, last: int, lenient: bool) -> bytes:
+        count = last - first + 1
+        meta = self._meta_block(block_of(first))
+        raw = os.pread(self.fd, count * PAGE_SIZE, page_offset(first, self.base))
+        view = memoryview(raw)
+        ivs: list[bytes] = []
+        decrypt_ok = True
+        outcomes = []
+        binding_id = self._binding_id()
+        for index in range(count):
+            page = first + index
+            ciphertext = view[index * PAGE_SIZE:(index + 1) * PAGE_SIZE]
+            result, counter = self.cipher.classify(self._entry(meta, page), ciphertext, page, binding_id)
+            if result is ReadResult.SUCCESS or result is ReadResult.FALLBACK:
+                if result is ReadResult.FALLBACK:
+                    self._note_torn(page, meta)
+                ivs.append(page_iv(counter, page))
+                outcomes.append(None)
+            else:
+                decrypt_ok = False
+                ivs.append(b"")
+                outcomes.append(self._unreadable(page, result, ciphertext, lenient))
+        if decrypt_ok:
+            return self.cipher.decrypt_pages(view[:count * PAGE_SIZE], ivs)
+        pieces = []
+        for index, zeros in enumerate(outcomes):
+            if zeros is not None:
+                pieces.append(zeros)
+            else:
+                ciphertext = view[index * PAGE_SIZE:(index + 1) * PAGE_SIZE]
+                pieces.append(self.cipher.decrypt_page_with_iv(ciphertext, ivs[index]))
+        return b"".join(pieces)
+
+    def _note_torn(self, page: int, meta: bytearray) -> None:
+        """Slot 2 served the page: slot 1's counter was used by a write that never landed.
+        Remember it so the next write does not use it again (Realm Core would)."""
+        entry = self._entry(meta, page)
+        if page not in self._lost_counter:
+            log.info("%s page %d: last write was torn, serving the previous version", self.name, page)
+        self._lost_counter[page] = entry.iv1
+
+    def _unreadable(self, page: int, result: ReadResult, ciphertext, lenient: bool) -> bytes:
+        """Zeros for the page, or raise: the one place that decides what a failed read means."""
+        if result is ReadResult.UNINITIALIZED:
+            return ZERO_PAGE
+        zero_data = bytes(ciphertext) == ZERO_PAGE
+        if self.realm_layout and zero_data and result is ReadResult.INTERRUPTED_FIRST_WRITE:
+            # Realm Core's shrink keeps IV entries and regrows zero pages; it and a crash
+            # before a first data write leave exactly this. realmfs never leaves it itself.
+            return ZERO_PAGE
+        if self.realm_layout and result is ReadResult.STALE_ZERO:
+            log.warning("%s page %d: all-zero page with a stale IV entry, read as zeros "
+                        "(Realm Core does the same); 'realmfs verify' lists it", self.name, page)
+            return ZERO_PAGE
+        if lenient:
+            log.error("%s page %d: %s; read as zeros", self.name, page, result.value)
+            return ZERO_PAGE
+        if result is ReadResult.EOF:
+            raise Damaged(f"{self.name}: page {page} is cut short (file truncated?)")
+        raise IntegrityError(self.name, page, f"{result.value} (tampered, corrupted or torn)")
+
+    # ------------------------------------------------------------------ writing
+    def write(self, offset: int, data) -> int:
+        with self.lock:
+            self._check_writable()
+            length = len(data)
+            if length == 0:
+                return 0
+            end = offset + length
+            old_size = self._size
+            if end > old_size:
+                self._grow_body(end)
+            data = memoryview(data).cast("B")
+            first, last = offset // PAGE_SIZE, (end - 1) // PAGE_SIZE
+            for group_first, group_last in contiguous_page_groups(first, last):
+                pages = []
+                for page in range(group_first, group_last + 1):
+                    page_start = page * PAGE_SIZE
+                    lo, hi = max(offset, page_start), min(end, page_start + PAGE_SIZE)
+                    chunk = data[lo - offset:hi - offset]
+                    if hi - lo == PAGE_SIZE:
+                        pages.append(chunk)
+                    else:
+                        pages.append(self._merged_page(page, lo - page_start, chunk, old_size))
+                self._write_group(group_first, pages)
+            if end > old_size:
+                self._set_size(end)
+            return length
+
+    def _merged_page(self, page: int, start: int, chunk, old_size: int) -> bytes:
+        """Read-modify-write of a partial page; pages wholly past the old end are zeros."""
+        if page * PAGE_SIZE >= old_size:
+            base = bytearray(PAGE_SIZE)
+        else:
+            base = bytearray(self._read_pages(page, page))
+        base[start:start + len(chunk)] = chunk
+        return bytes(base)
+
+    def _write_group(self, first: int, plaintexts: list) -> None:
+        """Encrypt and write pages first.. (one metadata block) in crash-safe order.
+
+        Rewrites: entry first, then data (Realm Core's order): a crash in between
+        leaves slot 2 matching the old data, so the old page is served.
+        First writes: data first, then entry: a crash in between leaves the entry
+        empty and the page reads as never written (zeros) -- its old content --
+        instead of an "interrupted first write" that looks like tampering.
+        """
+        meta = self._meta_block(block_of(first))
+        binding_id = self._binding_id()
+        count = len(plaintexts)
+        before = bytes(self._entry_slice(meta, first, count))
+        ciphertexts = []
+        first_writes = False
+        for index, plaintext in enumerate(plaintexts):
+            page = first + index
+            old = self._entry(meta, page)
+            first_writes |= not old.written
+            ciphertext, new = self.cipher.seal_page(plaintext, old, page, binding_id,
+                                                    self._lost_counter.pop(page, 0))
+            ciphertexts.append(ciphertext)
+            start = (page % ENTRIES_PER_BLOCK) * ENTRY_SIZE
+            meta[start:start + ENTRY_SIZE] = new.pack()
+        after = bytes(self._entry_slice(meta, first, count))
+        where = entry_offset(first, self.base)
+        if first_writes:
+            # entries of pages being rewritten go first; entries of first writes stay empty
+            early = bytearray(after)
+            for index in range(count):
+                old_start = index * ENTRY_SIZE
+                if not Entry.unpack(before[old_start:old_start + ENTRY_SIZE]).written:
+                    early[old_start:old_start + ENTRY_SIZE] = before[old_start:old_start + ENTRY_SIZE]
+            if early != before:
+                self._pwrite(bytes(early), where)
+            self._pwrite(b"".join(ciphertexts), page_offset(first, self.base))
+            self._pwrite(after, where)
+        else:
+            self._pwrite(after, where)
+            self._pwrite(b"".join(ciphertexts), page_offset(first, self.base))
+
+    @staticmethod
+    def _entry_slice(meta: bytearray, first: int, count: int):
+        start = (first % ENTRIES_PER_BLOCK) * ENTRY_SIZE
+        return meta[start:start + count * ENTRY_SIZE]
+
+    def _pwrite(self, data: bytes, offset: int) -> None:
+        written = os.pwrite(self.fd, data, offset)
+        self.backing_writes += 1
+        if written != len(data):
+            raise OSError(28, f"short write to the backing file of {self.name}")
+
+    def _grow_body(self, new_size: int) -> None:
+        """Extend the backing file to Realm's resize shape for ``new_size``."""
+        target = self._body_size_for(new_size) + (0 if self.realm_layout else HEADER_SIZE)
+        if os.fstat(self.fd).st_size < target:
+            os.ftruncate(self.fd, target)
+
+    def _set_size(self, size: int) -> None:
+        if self.realm_layout:
+            self._size = pages_for(size) * PAGE_SIZE
+        else:
+            self._write_header(size)
+
+    def _write_header(self, size: int) -> None:
+        self._sequence += 1
+        page = fileheader.pack_page(Header(self._file_id, self._sequence, size), self.cipher.mac_message)
+        self._pwrite(page, 0)
+        self._size = size
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnly(f"{self.name} is open read-only")
+
+    # ------------------------------------------------------------------ truncation
+    def truncate(self, size: int) -> None:
+        with self.lock:
+            self._check_writable()
+            if size == self._size:
+                return
+            if size > self._size:
+                self._grow_body(size)
+                self._set_size(size)
+                return
+            if self.realm_layout:
+                # The size lives in the physical length: cut first, then clear the entries
+                # the cut left in the last metadata block (Realm Core leaves them stale).
+                self._size = pages_for(size) * PAGE_SIZE
+                os.ftruncate(self.fd, self._body_size_for(self._size))
+                self._clear_entries_from(pages_for(self._size))
+            else:
+                # The size lives in the header: commit it first; the rest is tidying
+                # that _tidy_beyond_size redoes at the next open if a crash stops it.
+                self._write_header(size)
+                self._tidy_beyond_size(os.fstat(self.fd).st_size - HEADER_SIZE)
+
+    def _tidy_beyond_size(self, body: int) -> None:
+        """Make everything past the logical size read as zeros again (header layout)."""
+        keep_pages = pages_for(self._size)
+        target = self._body_size_for(self._size)
+        if body > target:
+            os.ftruncate(self.fd, HEADER_SIZE + target)
+            self._clear_entries_from(keep_pages)
+        tail = self._size % PAGE_SIZE
+        if tail:
+            page = keep_pages - 1
+            current = self._read_pages(page, page)
+            if any(current[tail:]):
+                self._write_group(page, [current[:tail] + bytes(PAGE_SIZE - tail)])
+
+    def _clear_entries_from(self, page: int) -> None:
+        """Zero the IV entries of ``page`` and the rest of its metadata block, and forget
+        cached blocks past it: a regrown page must read as never written."""
+        block = block_of(page)
+        for cached in [b for b in self._meta if b > block]:
+            del self._meta[cached]
+        self._lost_counter = {p: c for p, c in self._lost_counter.items() if p < page}
+        in_block = page % ENTRIES_PER_BLOCK
+        if in_block == 0 and meta_offset(block, self.base) >= os.fstat(self.fd).st_size:
+            self._meta.pop(block, None)
+            return
+        meta = self._meta_block(block)
+        start = in_block * ENTRY_SIZE
+        if any(meta[start:]):
+            meta[start:] = bytes(PAGE_SIZE - start)
+            self._pwrite(bytes(meta[start:]), meta_offset(block, self.base) + start)
+
+    # ------------------------------------------------------------------ durability
+    def flush(self) -> None:
+        """Nothing is buffered in memory: every write reaches the backing file at once."""
+
+    def fsync(self, datasync: bool = False) -> None:
+        with self.lock:
+            (os.fdatasync if datasync else os.fsync)(self.fd)
+
+    def close(self) -> None:
+        with self.lock:
+            self._meta.clear()
+
+
+def open_backing(path: str, cipher: PageCipher, *, realm_layout: bool, read_only: bool = False,
+                 key_checked: bool = False, create: bool = False, salvage: bool = False) -> EncryptedFile:
+    """Open ``path`` and wrap it; the EncryptedFile's ``fd`` must be closed by the caller."""
+    flags = os.O_RDONLY if read_only else os.O_RDWR
+    if create:
+        flags |= os.O_CREAT
+    fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+    try:
+        return EncryptedFile(fd, cipher, realm_layout=realm_layout, name=path,
+                             read_only=read_only, key_checked=key_checked, salvage=salvage)
+    except BaseException:
+        os.close(fd)
+        raise

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need on a fresh Debian machine, then runs them.
+# Usage: bash scripts/test.sh [pytest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ] && ! command -v fusermount >/dev/null 2>&1; then
+    echo "== installing fuse and libfuse2 (apt-get)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse libfuse2 >/dev/null
+fi
+if ! command -v fusermount >/dev/null 2>&1; then
+    echo "fusermount not found: install Debian's 'fuse' and 'libfuse2' packages (as root)" >&2
+    exit 1
+fi
+
+echo "== installing Python packages (pip)"
+python3 -m pip install -q --disable-pip-version-check -e '.[test,bench]' 2>&1 | grep -v -i 'running pip as the .root' || true
+
+echo "== running the tests"
+exec python3 -m pytest "$@"

@@ -1,0 +1,1 @@
+"""Shared fixtures. Mount fixtures live in tests/mount/conftest.py."""
