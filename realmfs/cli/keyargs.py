@@ -21,7 +21,9 @@ def add_key_arguments(parser: argparse.ArgumentParser, required: bool = True) ->
     parser.set_defaults(key_required=required)
 
 
-def key_from_args(args: argparse.Namespace, stdin=None) -> Key | None:
+def key_from_args(args: argparse.Namespace, stdin=None, backing: str | None = None) -> Key | None:
+    """The key the options name. ``backing``: the directory whose config may hold
+    key slots (passphrases) that unwrap the key."""
     if getattr(args, "key_file", None):
         return read_key_file(args.key_file)
     if getattr(args, "key_stdin", False):

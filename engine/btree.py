@@ -1,0 +1,242 @@
+"""Copy-on-write B+tree mapping byte-string keys to byte-string values.
+
+A Tree is rooted at a committed page (int pgno), a dirty in-memory Node, or
+nothing (0).  Committed nodes come from the shared PageView cache and are never
+mutated: the first change to one copies it ("dirty") and reports the old page
+to the transaction as freed.  Dirty nodes live only in memory until flush(),
+which allocates pages bottom-up, so an aborted transaction never touches the
+file.
+
+Invariants (checked by tools.verify):
+- keys strictly ascending inside a node; branch child i holds keys k with
+  keys[i-1] <= k < keys[i];
+- all leaves at the same depth; only the root may be empty;
+- every encoded node fits one page: keys <= MAX_KEY_SIZE bytes, values larger
+  than INLINE_VALUE_MAX live in chain pages (Overflow refs).
+"""
+
+from bisect import bisect_left, bisect_right
+
+from .layout import (BRANCH_BASE_SIZE, INLINE_VALUE_MAX, MAX_KEY_SIZE, NODE_CAPACITY,
+                     Overflow, branch_entry_size, chain_page_count, encode_branch,
+                     encode_chain, encode_leaf, leaf_entry_size)
+from .pagestore import Node
+
+MERGE_THRESHOLD = NODE_CAPACITY // 4
+
+
+def node_size(node: Node) -> int:
+    if node.leaf:
+        return sum(leaf_entry_size(k, v) for k, v in zip(node.keys, node.vals))
+    return BRANCH_BASE_SIZE + sum(branch_entry_size(k) for k in node.keys)
+
+
+def _entry_sizes(node: Node) -> list:
+    if node.leaf:
+        return [leaf_entry_size(k, v) for k, v in zip(node.keys, node.vals)]
+    return [branch_entry_size(k) for k in node.keys]
+
+
+class Tree:
+    def __init__(self, view, root, txn=None):
+        self.view = view          # PageView of the snapshot the tree starts from
+        self.root = root          # 0, pgno or dirty Node
+        self.txn = txn            # write transaction (free_page/free_blob/txnid) or None
+
+    # -- reading ------------------------------------------------------------
+
+    def _node(self, ref) -> Node:
+        return ref if isinstance(ref, Node) else self.view.load(ref)
+
+    def resolve(self, value) -> bytes:
+        if isinstance(value, Overflow):
+            return self.view.read_blob(value.pgno, value.length)
+        return value
+
+    def get(self, key: bytes):
+        if not self.root:
+            return None
+        node = self._node(self.root)
+        while not node.leaf:
+            node = self._node(node.vals[bisect_right(node.keys, key)])
+        i = bisect_left(node.keys, key)
+        if i < len(node.keys) and node.keys[i] == key:
+            return self.resolve(node.vals[i])
+        return None
+
+    def items(self, start: bytes | None = None):
+        """(key, value) pairs with key >= start, ascending.  Not safe across writes."""
+        if self.root:
+            yield from self._walk(self._node(self.root), start)
+
+    def _walk(self, node: Node, start):
+        if node.leaf:
+            first = 0 if start is None else bisect_left(node.keys, start)
+            for i in range(first, len(node.keys)):
+                yield node.keys[i], self.resolve(node.vals[i])
+            return
+        first = 0 if start is None else bisect_right(node.keys, start)
+        for i in range(first, len(node.vals)):
+            yield from self._walk(self._node(node.vals[i]), start if i == first else None)
+
+    # -- copy-on-write ------------------------------------------------------
+
+    def _writable(self, ref) -> Node:
+        if isinstance(ref, Node):
+            return ref
+        node = self.view.load(ref)
+        self.txn.free_page(ref)
+        return Node(node.leaf, list(node.keys), list(node.vals), node.size, True)
+
+    def _drop_value(self, value):
+        if isinstance(value, Overflow):
+            self.txn.free_blob(value)
+
+    def put(self, key: bytes, value: bytes):
+        if len(key) > MAX_KEY_SIZE:
+            raise ValueError(f"key of {len(key)} bytes exceeds {MAX_KEY_SIZE}")
+        root = self._writable(self.root) if self.root else Node(True, [], [], 0, True)
+        split = self._insert(root, key, value, True)
+        if split is not None:
+            sep, right = split
+            root = Node(False, [sep], [root, right],
+                        BRANCH_BASE_SIZE + branch_entry_size(sep), True)
+        self.root = root
+
+    def _insert(self, node: Node, key: bytes, value: bytes, rightmost: bool):
+        if node.leaf:
+            i = bisect_left(node.keys, key)
+            if i < len(node.keys) and node.keys[i] == key:
+                self._drop_value(node.vals[i])
+                node.size -= leaf_entry_size(key, node.vals[i])
+                node.vals[i] = value
+            else:
+                node.keys.insert(i, key)
+                node.vals.insert(i, value)
+            node.size += leaf_entry_size(key, value)
+        else:
+            i = bisect_right(node.keys, key)
+            child = self._writable(node.vals[i])
+            node.vals[i] = child
+            split = self._insert(child, key, value, rightmost and i == len(node.vals) - 1)
+            if split is None:
+                return None
+            sep, right = split
+            node.keys.insert(i, sep)
+            node.vals.insert(i + 1, right)
+            node.size += branch_entry_size(sep)
+        if node.size <= NODE_CAPACITY:
+            return None
+        return self._split(node, rightmost and i >= len(node.keys) - 1)
+
+    def _split(self, node: Node, appending: bool):
+        """Split an over-full node; appends at the right edge keep the left node full."""
+        n = len(node.keys)
+        if appending and n >= 2:
+            cut = n - 1
+        else:
+            sizes = _entry_sizes(node)
+            total = sum(sizes)
+            best, cut, acc = None, 1, 0
+            for j in range(1, n):
+                acc += sizes[j - 1]
+                worst = max(acc, total - acc)
+                if best is None or worst < best:
+                    best, cut = worst, j
+        if node.leaf:
+            right = Node(True, node.keys[cut:], node.vals[cut:], 0, True)
+            del node.keys[cut:], node.vals[cut:]
+            sep = right.keys[0]
+        else:
+            sep = node.keys[cut]
+            right = Node(False, node.keys[cut + 1:], node.vals[cut + 1:], 0, True)
+            del node.keys[cut:], node.vals[cut + 1:]
+        node.size = node_size(node)
+        right.size = node_size(right)
+        return sep, right
+
+    def delete(self, key: bytes) -> bool:
+        if self.get(key) is None:
+            return False
+        root = self._writable(self.root)
+        self._delete(root, key)
+        while isinstance(root, Node) and not root.leaf and len(root.vals) == 1:
+            root = root.vals[0]
+        if isinstance(root, Node) and not (root.keys if root.leaf else root.vals):
+            root = 0
+        self.root = root
+        return True
+
+    def _delete(self, node: Node, key: bytes):
+        if node.leaf:
+            i = bisect_left(node.keys, key)
+            node.size -= leaf_entry_size(key, node.vals[i])
+            self._drop_value(node.vals[i])
+            del node.keys[i], node.vals[i]
+            return
+        i = bisect_right(node.keys, key)
+        child = self._writable(node.vals[i])
+        node.vals[i] = child
+        self._delete(child, key)
+        if not (child.keys if child.leaf else child.vals):
+            self._remove_child(node, i)
+        elif child.size < MERGE_THRESHOLD and len(node.vals) > 1:
+            self._try_merge(node, i - 1 if i > 0 else i)
+
+    def _remove_child(self, node: Node, i: int):
+        key_index = i - 1 if i > 0 else 0
+        if node.keys:
+            node.size -= branch_entry_size(node.keys[key_index])
+            del node.keys[key_index]
+        del node.vals[i]
+
+    def _try_merge(self, parent: Node, left_index: int):
+        """Merge children left_index and left_index+1 of parent if they fit one page."""
+        sep = parent.keys[left_index]
+        left_ref, right_ref = parent.vals[left_index], parent.vals[left_index + 1]
+        left_peek, right_peek = self._node(left_ref), self._node(right_ref)
+        extra = 0 if left_peek.leaf else branch_entry_size(sep) - BRANCH_BASE_SIZE
+        if left_peek.size + right_peek.size + extra > NODE_CAPACITY:
+            return
+        left, right = self._writable(left_ref), self._writable(right_ref)
+        if left.leaf:
+            left.keys.extend(right.keys)
+        else:
+            left.keys.append(sep)
+            left.keys.extend(right.keys)
+        left.vals.extend(right.vals)
+        left.size = node_size(left)
+        parent.vals[left_index] = left
+        parent.size -= branch_entry_size(sep)
+        del parent.keys[left_index], parent.vals[left_index + 1]
+
+    # -- commit -------------------------------------------------------------
+
+    def flush(self, alloc, out: dict, txnid: int) -> int:
+        """Write dirty nodes into `out` {pgno: page}; returns the root pgno (0 if empty)."""
+        if not self.root:
+            return 0
+        self.root = self._flush(self.root, alloc, out, txnid)
+        return self.root
+
+    def _flush(self, ref, alloc, out, txnid) -> int:
+        if not isinstance(ref, Node):
+            return ref
+        node = ref
+        if node.leaf:
+            vals = [write_blob(v, alloc, out, txnid) if not isinstance(v, Overflow)
+                    and len(v) > INLINE_VALUE_MAX else v for v in node.vals]
+            pgno = alloc()
+            out[pgno] = encode_leaf(node.keys, vals, txnid)
+        else:
+            children = [self._flush(c, alloc, out, txnid) for c in node.vals]
+            pgno = alloc()
+            out[pgno] = encode_branch(node.keys, children, txnid)
+        return pgno
+
+
+def write_blob(data: bytes, alloc, out: dict, txnid: int) -> Overflow:
+    pgnos = [alloc() for _ in range(chain_page_count(len(data)))]
+    for pgno, page in encode_chain(data, pgnos, txnid):
+        out[pgno] = page
+    return Overflow(pgnos[0], len(data))

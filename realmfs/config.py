@@ -1,0 +1,225 @@
+"""The backing directory's config: format version, key check value and options.
+
+``realmfs init`` writes ``BACKING/.realmfs.conf`` (JSON) so that a wrong key is
+refused before any file is touched, even in an empty directory. It holds:
+
+* ``version``       config format version
+* ``realm_pattern`` glob for files kept in Realm Core's own layout (default ``*.realm``)
+* ``key_check``     HMAC-SHA224(mac key, context || AES-256(aes key, 16 zero bytes)):
+                    proves both halves of the key without revealing either
+* ``keyslots``      wrapped copies of the key (passphrases, recovery keys); may be empty
+* ``mac``           HMAC-SHA224(mac key, context || canonical JSON of all other fields):
+                    the options cannot be changed without the key
+
+Invariants: the file is replaced atomically (temp file, fsync, rename, fsync of
+the directory); a config that fails ``unlock`` is never used; a directory without
+a config (files made by Realm Core) is checked against its files instead.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hmac
+import json
+import os
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from .errors import AlreadyExists, BadPath, Damaged, NotEncrypted, WrongKey
+from .fileheader import HeaderProblem, unpack_page
+from .keys import Key
+from .layout import HEADER_SIZE
+from .pagecipher import PageCipher
+from .pagefile import looks_like_plain_realm, open_backing
+
+CONFIG_NAME = ".realmfs.conf"
+LOCK_NAME = ".realmfs.lock"
+TEMP_SUFFIX = ".tmp"
+RESERVED_NAMES = frozenset({CONFIG_NAME, LOCK_NAME, CONFIG_NAME + TEMP_SUFFIX})
+CONFIG_VERSION = 1
+DEFAULT_REALM_PATTERN = "*.realm"
+_CHECK_CONTEXT = b"realmfs-key-check\x00"
+_MAC_CONTEXT = b"realmfs-config\x00"
+
+
+@dataclass
+class Config:
+    version: int = CONFIG_VERSION
+    realm_pattern: str = DEFAULT_REALM_PATTERN
+    key_check: str = ""
+    keyslots: list = field(default_factory=list)
+    mac: str = ""
+    path: str = ""
+
+    def is_realm_file(self, name: str) -> bool:
+        return fnmatch.fnmatchcase(os.path.basename(name), self.realm_pattern)
+
+    def fields(self) -> dict:
+        return {"version": self.version, "realm_pattern": self.realm_pattern,
+                "key_check": self.key_check, "keyslots": self.keyslots}
+
+
+def key_check_value(key: Key) -> str:
+    encryptor = Cipher(algorithms.AES(key.aes_key), modes.ECB()).encryptor()
+    proof = encryptor.update(bytes(16)) + encryptor.finalize()
+    return hmac.digest(key.mac_key, _CHECK_CONTEXT + proof, "sha224").hex()
+
+
+def _config_mac(fields: dict, key: Key) -> str:
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.digest(key.mac_key, _MAC_CONTEXT + canonical, "sha224").hex()
+
+
+def config_path(backing: str) -> str:
+    return os.path.join(backing, CONFIG_NAME)
+
+
+def require_directory(path: str, what: str = "backing directory") -> None:
+    if not os.path.exists(path):
+        raise BadPath(f"{what} {path} does not exist")
+    if not os.path.isdir(path):
+        raise BadPath(f"{what} {path} is not a directory")
+
+
+def create(backing: str, key: Key, realm_pattern: str = DEFAULT_REALM_PATTERN,
+           keyslots: list | None = None) -> Config:
+    """Write a new config into ``backing``; refuse if one is there already."""
+    require_directory(backing)
+    if os.path.exists(config_path(backing)):
+        raise AlreadyExists(f"{backing} is already initialised ({CONFIG_NAME} exists)")
+    config = Config(realm_pattern=realm_pattern, key_check=key_check_value(key), keyslots=keyslots or [])
+    save(backing, config, key)
+    return config
+
+
+def save(backing: str, config: Config, key: Key) -> None:
+    """Authenticate and atomically replace the config file."""
+    config.mac = _config_mac(config.fields(), key)
+    config.path = config_path(backing)
+    document = dict(config.fields(), mac=config.mac)
+    write_atomically(config.path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Temp file, fsync, rename over ``path``, fsync the directory: old or new, never half."""
+    temp = path + TEMP_SUFFIX
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(temp, path)
+    directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def load(backing: str) -> Config | None:
+    """The config of ``backing`` (not yet checked against a key), or None if there is none."""
+    require_directory(backing)
+    path = config_path(backing)
+    try:
+        with open(path, "rb") as f:
+            document = json.loads(f.read())
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError):
+        raise Damaged(f"{path} is not valid JSON; restore it from a backup") from None
+    if not isinstance(document, dict) or "key_check" not in document:
+        raise Damaged(f"{path} is not a realmfs config")
+    if document.get("version") != CONFIG_VERSION:
+        raise Damaged(f"{path} has config version {document.get('version')}; "
+                      f"this realmfs reads version {CONFIG_VERSION}")
+    return Config(version=document["version"], realm_pattern=document.get("realm_pattern", DEFAULT_REALM_PATTERN),
+                  key_check=document["key_check"], keyslots=document.get("keyslots", []),
+                  mac=document.get("mac", ""), path=path)
+
+
+def unlock(config: Config, key: Key) -> None:
+    """Raise WrongKey unless ``key`` is the key the config was made with."""
+    if not hmac.compare_digest(key_check_value(key), config.key_check):
+        raise WrongKey(f"wrong key for {os.path.dirname(config.path) or config.path} "
+                       "(it does not match the key check in its config)")
+    if not hmac.compare_digest(_config_mac(config.fields(), key), config.mac):
+        raise Damaged(f"{config.path} fails authentication (edited or corrupted); "
+                      "restore it or run 'realmfs init' on a copy")
+
+
+def backing_files(backing: str):
+    """Regular files under ``backing`` that hold user data (reserved names skipped)."""
+    for root, dirs, files in os.walk(backing):
+        dirs.sort()
+        for name in sorted(files):
+            if root == backing and name in RESERVED_NAMES:
+                continue
+            path = os.path.join(root, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                yield path
+
+
+def check_key_against_files(backing: str, key: Key, realm_pattern: str = DEFAULT_REALM_PATTERN) -> None:
+    """Without a config: the key must open the first encrypted file that has written data.
+
+    Raises NotEncrypted for a plain Realm file and WrongKey when a file does not
+    authenticate; an empty directory or one of empty files says nothing.
+    """
+    cipher = PageCipher(key.raw)
+    probe = Config(realm_pattern=realm_pattern)
+    for path in backing_files(backing):
+        if probe.is_realm_file(path):
+            try:
+                f = open_backing(path, cipher, realm_layout=True, read_only=True)
+            except Damaged:
+                continue    # a cut file says nothing about the key; verify reports it
+            os.close(f.fd)
+            if f.size:
+                return
+        else:
+            with open(path, "rb") as raw:
+                page = raw.read(HEADER_SIZE)
+            if not page:
+                continue
+            try:
+                unpack_page(page, cipher.mac_message)
+                return
+            except HeaderProblem as problem:
+                if problem.kind == "key":
+                    raise WrongKey(f"wrong key for {backing}: it does not open {path}") from None
+                if problem.kind == "foreign" and looks_like_plain_realm(page):
+                    raise NotEncrypted(f"{path} is an unencrypted Realm file; "
+                                       "encrypt it with 'realmfs encrypt' before mounting") from None
+
+
+def find_plain_realm_files(backing: str) -> list[str]:
+    """Files under ``backing`` that start with a Realm header in clear (``T-DB``)."""
+    found = []
+    for path in backing_files(backing):
+        with open(path, "rb") as raw:
+            if looks_like_plain_realm(raw.read(24)):
+                found.append(path)
+    return found
+
+
+def open_backing_dir(backing: str, key: Key) -> Config:
+    """Everything a mount or tool checks before it touches a file; returns the config to use.
+
+    Refuses a wrong key (against the config, or the files when there is none) and
+    any plain Realm file, without writing anything.
+    """
+    config = load(backing)
+    if config is not None:
+        unlock(config, key)
+    else:
+        check_key_against_files(backing, key)
+        config = Config(path=config_path(backing))
+    plain = find_plain_realm_files(backing)
+    if plain:
+        more = f" (and {len(plain) - 1} more)" if len(plain) > 1 else ""
+        raise NotEncrypted(f"{plain[0]}{more} is an unencrypted Realm file; "
+                           f"encrypt it with 'realmfs encrypt' before mounting")
+    return config
+
