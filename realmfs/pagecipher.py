@@ -25,11 +25,8 @@ import hmac
 import struct
 from typing import NamedTuple
 
-import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
+from .aescbc import PageAes
 from .layout import (
-    AES_BLOCK,
     AES_KEY_SIZE,
     COUNTER_MAX,
     COUNTER_NEVER_WRITTEN,
@@ -42,8 +39,6 @@ _ENTRY = struct.Struct("<I28sI28s")
 _IV = struct.Struct("<Iq4x")
 _BINDING = struct.Struct("<16sQI")
 _ZERO_PAGE = bytes(PAGE_SIZE)
-_WORDS_PER_PAGE = PAGE_SIZE // 8
-_WORDS_PER_AES_BLOCK = AES_BLOCK // 8
 assert _ENTRY.size == ENTRY_SIZE
 
 
@@ -106,7 +101,7 @@ class PageCipher:
     def __init__(self, key: bytes):
         if len(key) != KEY_SIZE:
             raise ValueError(f"a key is {KEY_SIZE} bytes, got {len(key)}")
-        self._aes = algorithms.AES(bytes(key[:AES_KEY_SIZE]))
+        self._aes = PageAes(bytes(key[:AES_KEY_SIZE]))
         self._mac_key = bytes(key[AES_KEY_SIZE:])
 
     def __repr__(self) -> str:
@@ -122,12 +117,10 @@ class PageCipher:
 
     # -- single pages ----------------------------------------------------------------
     def encrypt_page(self, plaintext, counter: int, page: int) -> bytes:
-        encryptor = Cipher(self._aes, modes.CBC(page_iv(counter, page))).encryptor()
-        return encryptor.update(plaintext) + encryptor.finalize()
+        return self._aes.encrypt(plaintext, [page_iv(counter, page)])
 
     def decrypt_page(self, ciphertext, counter: int, page: int) -> bytes:
-        decryptor = Cipher(self._aes, modes.CBC(page_iv(counter, page))).decryptor()
-        return decryptor.update(ciphertext) + decryptor.finalize()
+        return self._aes.decrypt(ciphertext, [page_iv(counter, page)])
 
     def seal_page(self, plaintext, old: Entry, page: int, binding_id: bytes | None,
                   floor: int = 0) -> tuple[bytes, Entry]:
@@ -168,25 +161,11 @@ class PageCipher:
         return ReadResult.FAILED, 0
 
     def decrypt_pages(self, ciphertext, ivs: list[bytes]) -> bytes:
-        """CBC-decrypt ``len(ivs)`` consecutive pages in one pass.
-
-        CBC decryption is P_i = D(C_i) xor C_(i-1) with C_(-1) = IV, so all pages are
-        one ECB decryption followed by one vectorised XOR with the ciphertext shifted
-        by one AES block, each page's first block taking its own IV.
-        """
-        count = len(ivs)
-        if count == 1:
-            return self.decrypt_page_with_iv(ciphertext, ivs[0])
-        decryptor = Cipher(self._aes, modes.ECB()).decryptor()
-        raw = np.frombuffer(decryptor.update(ciphertext), dtype=np.uint64).reshape(count, _WORDS_PER_PAGE).copy()
-        chained = np.frombuffer(ciphertext, dtype=np.uint64).reshape(count, _WORDS_PER_PAGE)
-        raw[:, _WORDS_PER_AES_BLOCK:] ^= chained[:, :-_WORDS_PER_AES_BLOCK]
-        raw[:, :_WORDS_PER_AES_BLOCK] ^= np.frombuffer(b"".join(ivs), dtype=np.uint64).reshape(count, _WORDS_PER_AES_BLOCK)
-        return raw.tobytes()
+        """CBC-decrypt ``len(ivs)`` consecutive pages, each with its own IV, in one call."""
+        return self._aes.decrypt(ciphertext, ivs)
 
     def decrypt_page_with_iv(self, ciphertext, iv: bytes) -> bytes:
-        decryptor = Cipher(self._aes, modes.CBC(iv)).decryptor()
-        return decryptor.update(ciphertext) + decryptor.finalize()
+        return self._aes.decrypt(ciphertext, [iv])
 
 
 def binding(file_id: bytes | None, page: int, counter: int) -> bytes:
