@@ -73,9 +73,15 @@ class Key:
 
 def parse_key(data: bytes | str, source: str = "key") -> Key:
     """Parse raw (64 bytes) or hex (128 digits, whitespace tolerated) key material."""
-    if isinstance(data, str):
-        data = data.encode("ascii", "replace")
-    if len(data) == KEY_SIZE:
+    text = isinstance(data, str)
+    if text:
+        # Text (an environment variable) carries only the hex form: 64 characters are not
+        # 64 raw bytes, and non-ASCII must be refused, not replaced by '?'.
+        try:
+            data = data.encode("ascii")
+        except UnicodeEncodeError:
+            raise KeyFormatError(f"{source} is not ASCII hex; {_EXPECTED}") from None
+    if len(data) == KEY_SIZE and not text:
         # 64 bytes that happen to be a short hex string are still raw; only a full
         # 128-digit string is hex, so there is no ambiguity.
         return Key(data)

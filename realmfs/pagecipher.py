@@ -131,7 +131,8 @@ class PageCipher:
         after the highest counter seen (``floor`` included) so no IV is used twice.
         """
         keep = (old.iv2, old.mac2) if floor else (old.iv1, old.mac1)
-        counter = next_counter(old.iv1, old.iv2 if floor else 0, floor)
+        # an entry cleared by a truncation (iv1 = 0) keeps its page's last counter in iv2
+        counter = next_counter(old.iv1 or old.iv2, old.iv2 if floor else 0, floor)
         while True:
             ciphertext = self.encrypt_page(plaintext, counter, page)
             mac = self.mac(ciphertext, binding(binding_id, page, counter))

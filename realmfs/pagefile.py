@@ -84,6 +84,7 @@ class EncryptedFile:
         self.backing_writes = 0            # pwrite calls, for tests that count I/O
         self._meta: OrderedDict[int, bytearray] = OrderedDict()
         self._lost_counter: dict[int, int] = {}   # page -> counter of a torn slot 1
+        self._live: dict[int, int] = {}   # block -> bitmask of pages whose slot 1 matches the disk
         self._file_id: bytes | None = None
         self._sequence = 0
         self._size = 0
@@ -234,6 +235,8 @@ class EncryptedFile:
             if result is ReadResult.SUCCESS or result is ReadResult.FALLBACK:
                 if result is ReadResult.FALLBACK:
                     self._note_torn(page, meta)
+                else:
+                    self._set_live(page, True)
                 ivs.append(page_iv(counter, page))
                 outcomes.append(None)
             else:
@@ -258,6 +261,33 @@ class EncryptedFile:
         if page not in self._lost_counter:
             log.info("%s page %d: last write was torn, serving the previous version", self.name, page)
         self._lost_counter[page] = entry.iv1
+
+    def _set_live(self, page: int, live: bool) -> None:
+        block, bit = block_of(page), 1 << (page % ENTRIES_PER_BLOCK)
+        mask = self._live.get(block, 0)
+        self._live[block] = (mask | bit) if live else (mask & ~bit)
+
+    def _find_torn(self, first: int, count: int, meta: bytearray, binding_id) -> None:
+        """Before rewriting pages whose slot 1 is not known to be live, check it on disk.
+
+        A whole-page rewrite does not read the page, but it must know which slot holds
+        the live version: after a torn write (a crash in an earlier session) that is
+        slot 2, and moving the dead slot 1 over it would leave a second crash between
+        entry and data with no version that authenticates. One pread per group, once
+        per page and session."""
+        unknown = [page for page in range(first, first + count)
+                   if page not in self._lost_counter
+                   and not self._live.get(block_of(page), 0) >> (page % ENTRIES_PER_BLOCK) & 1
+                   and self._entry(meta, page).written]
+        if not unknown:
+            return
+        low = unknown[0]
+        raw = os.pread(self.fd, (unknown[-1] - low + 1) * PAGE_SIZE, page_offset(low, self.base))
+        for page in unknown:
+            ciphertext = raw[(page - low) * PAGE_SIZE:(page - low + 1) * PAGE_SIZE]
+            result, _ = self.cipher.classify(self._entry(meta, page), ciphertext, page, binding_id)
+            if result is ReadResult.FALLBACK:
+                self._note_torn(page, meta)
 
     def _unreadable(self, page: int, result: ReadResult, ciphertext, lenient: bool) -> bytes:
         """Zeros for the page, or raise: the one place that decides what a failed read means."""
@@ -328,6 +358,9 @@ class EncryptedFile:
         meta = self._meta_block(block_of(first))
         binding_id = self._binding_id()
         count = len(plaintexts)
+        self._find_torn(first, count, meta, binding_id)
+        for page in range(first, first + count):
+            self._set_live(page, False)
         before = bytes(self._entry_slice(meta, first, count))
         ciphertexts = []
         first_writes = False
@@ -342,6 +375,19 @@ class EncryptedFile:
             meta[start:start + ENTRY_SIZE] = new.pack()
         after = bytes(self._entry_slice(meta, first, count))
         where = entry_offset(first, self.base)
+        try:
+            self._write_in_order(first, before, after, ciphertexts, first_writes, where)
+        except BaseException:
+            # the cached entries may now be ahead of the disk: forget them, re-read later
+            self._meta.pop(block_of(first), None)
+            raise
+        for page in range(first, first + count):
+            self._set_live(page, True)
+
+    def _write_in_order(self, first: int, before: bytes, after: bytes, ciphertexts: list,
+                        first_writes: bool, where: int) -> None:
+        """The backing writes of one group, in the order _write_group's docstring gives."""
+        count = len(ciphertexts)
         if first_writes:
             # entries of pages being rewritten go first; entries of first writes stay empty
             early = bytearray(after)
@@ -427,21 +473,32 @@ class EncryptedFile:
                 self._write_group(page, [current[:tail] + bytes(PAGE_SIZE - tail)])
 
     def _clear_entries_from(self, page: int) -> None:
-        """Zero the IV entries of ``page`` and the rest of its metadata block, and forget
-        cached blocks past it: a regrown page must read as never written."""
+        """Clear the IV entries of ``page`` and the rest of its metadata block, and forget
+        cached blocks past it: a regrown page must read as never written.
+
+        A cleared entry keeps the page's last counter in slot 2 (iv1 = 0, macs zero), so
+        that a regrown page continues above it instead of reusing IV (1, page)."""
         block = block_of(page)
         for cached in [b for b in self._meta if b > block]:
             del self._meta[cached]
         self._lost_counter = {p: c for p, c in self._lost_counter.items() if p < page}
+        self._live = {b: m for b, m in self._live.items() if b < block}
+        self._live[block] = self._live.get(block, 0) & ((1 << (page % ENTRIES_PER_BLOCK)) - 1)
         in_block = page % ENTRIES_PER_BLOCK
         if in_block == 0 and meta_offset(block, self.base) >= os.fstat(self.fd).st_size:
             self._meta.pop(block, None)
             return
         meta = self._meta_block(block)
         start = in_block * ENTRY_SIZE
-        if any(meta[start:]):
-            meta[start:] = bytes(PAGE_SIZE - start)
-            self._pwrite(bytes(meta[start:]), meta_offset(block, self.base) + start)
+        cleared = bytearray(PAGE_SIZE - start)
+        for at in range(0, len(cleared), ENTRY_SIZE):
+            entry = Entry.unpack(bytes(meta[start + at:start + at + ENTRY_SIZE]))
+            last = entry.iv1 or entry.iv2
+            if last:
+                cleared[at:at + ENTRY_SIZE] = Entry(0, EMPTY_ENTRY.mac1, last, EMPTY_ENTRY.mac2).pack()
+        if meta[start:] != cleared:
+            meta[start:] = cleared
+            self._pwrite(bytes(cleared), meta_offset(block, self.base) + start)
 
     # ------------------------------------------------------------------ durability
     def flush(self) -> None:
