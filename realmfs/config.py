@@ -8,6 +8,10 @@ refused before any file is touched, even in an empty directory. It holds:
 * ``key_check``     HMAC-SHA224(mac key, context || AES-256(aes key, 16 zero bytes)):
                     proves both halves of the key without revealing either
 * ``keyslots``      wrapped copies of the key (passphrases, recovery keys); may be empty
+                    (see keyslots.py)
+* ``rekey``         present only while ``realmfs rekey`` runs: the new key's check value,
+                    where the new key is, the new key slots (see offline.py); a mount or
+                    tool other than rekey refuses the directory while it is there
 * ``mac``           HMAC-SHA224(mac key, context || canonical JSON of all other fields):
                     the options cannot be changed without the key
 
@@ -26,7 +30,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from .errors import AlreadyExists, BadPath, Damaged, NotEncrypted, WrongKey
+from .errors import AlreadyExists, BadPath, Damaged, NotEncrypted, RekeyInProgress, WrongKey
 from .fileheader import HeaderProblem, unpack_page
 from .keys import Key
 from .layout import HEADER_SIZE
@@ -37,6 +41,10 @@ CONFIG_NAME = ".realmfs.conf"
 LOCK_NAME = ".realmfs.lock"
 TEMP_SUFFIX = ".tmp"
 RESERVED_NAMES = frozenset({CONFIG_NAME, LOCK_NAME, CONFIG_NAME + TEMP_SUFFIX})
+# per-file temporaries of offline tools (rekey, encrypt, decrypt): never user data, anywhere
+TOOL_TEMP_SUFFIX = ".realmfs-tmp"
+# FUSE's silly-renamed unlinked-but-open files (fuseops.HIDDEN_PREFIX): not user data either
+FUSE_HIDDEN_PREFIX = ".fuse_hidden"
 CONFIG_VERSION = 1
 DEFAULT_REALM_PATTERN = "*.realm"
 _CHECK_CONTEXT = b"realmfs-key-check\x00"
@@ -49,6 +57,7 @@ class Config:
     realm_pattern: str = DEFAULT_REALM_PATTERN
     key_check: str = ""
     keyslots: list = field(default_factory=list)
+    rekey: dict | None = None
     mac: str = ""
     path: str = ""
 
@@ -56,8 +65,11 @@ class Config:
         return fnmatch.fnmatchcase(os.path.basename(name), self.realm_pattern)
 
     def fields(self) -> dict:
-        return {"version": self.version, "realm_pattern": self.realm_pattern,
-                "key_check": self.key_check, "keyslots": self.keyslots}
+        fields = {"version": self.version, "realm_pattern": self.realm_pattern,
+                  "key_check": self.key_check, "keyslots": self.keyslots}
+        if self.rekey is not None:     # absent otherwise, so older configs' MACs still hold
+            fields["rekey"] = self.rekey
+        return fields
 
 
 def key_check_value(key: Key) -> str:
@@ -136,7 +148,7 @@ def load(backing: str) -> Config | None:
                       f"this realmfs reads version {CONFIG_VERSION}")
     return Config(version=document["version"], realm_pattern=document.get("realm_pattern", DEFAULT_REALM_PATTERN),
                   key_check=document["key_check"], keyslots=document.get("keyslots", []),
-                  mac=document.get("mac", ""), path=path)
+                  rekey=document.get("rekey"), mac=document.get("mac", ""), path=path)
 
 
 def unlock(config: Config, key: Key) -> None:
@@ -154,7 +166,8 @@ def backing_files(backing: str):
     for root, dirs, files in os.walk(backing):
         dirs.sort()
         for name in sorted(files):
-            if root == backing and name in RESERVED_NAMES:
+            if ((root == backing and name in RESERVED_NAMES) or name.endswith(TOOL_TEMP_SUFFIX)
+                    or name.startswith(FUSE_HIDDEN_PREFIX)):
                 continue
             path = os.path.join(root, name)
             if os.path.isfile(path) and not os.path.islink(path):
@@ -212,6 +225,9 @@ def open_backing_dir(backing: str, key: Key) -> Config:
     """
     config = load(backing)
     if config is not None:
+        if config.rekey is not None:    # checked first: the user may hold either key now
+            raise RekeyInProgress(f"a rekey of {backing} was interrupted; finish it first with "
+                                  f"'realmfs rekey {backing}' (same options as before)")
         unlock(config, key)
     else:
         check_key_against_files(backing, key)

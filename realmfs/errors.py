@@ -25,6 +25,11 @@ class ExitCode:
     MOUNT_FAILED = 9     # FUSE itself failed (no /dev/fuse, no libfuse, ...)
     EXISTS = 10          # refusing to overwrite an existing file or directory
     BAD_KEY = 11         # key material in the wrong form (length, hex, empty)
+    ALREADY_ENCRYPTED = 12   # encrypt: the source is already ciphertext / a backing directory
+    REKEY_IN_PROGRESS = 13   # a rekey was interrupted: re-run 'realmfs rekey' to finish it
+    WRONG_PASSPHRASE = 14    # no key slot opens with this passphrase / recovery key
+    NOT_RECOGNIZED = 15      # neither a plain file realmfs wrote nor a Realm/realmfs ciphertext
+    KEYRING = 16             # the secret store is unavailable or has no such key
 
 
 class RealmfsError(Exception):
@@ -111,3 +116,36 @@ class ReadOnly(RealmfsError):
     """A write to a file or mount opened read-only."""
 
     errno = _errno.EROFS
+
+
+class AlreadyEncrypted(RealmfsError):
+    """``realmfs encrypt`` given ciphertext (a backing directory or an encrypted file)."""
+
+    errno = _errno.EINVAL
+    exit_code = ExitCode.ALREADY_ENCRYPTED
+
+
+class RekeyInProgress(RealmfsError):
+    """The backing directory is half-way through a rekey: only 'realmfs rekey' may touch it."""
+
+    errno = _errno.EBUSY
+    exit_code = ExitCode.REKEY_IN_PROGRESS
+
+
+class WrongPassphrase(WrongKey):
+    """No key slot of the config opens with the given passphrase or recovery key."""
+
+    exit_code = ExitCode.WRONG_PASSPHRASE
+
+
+class NotRecognized(Damaged):
+    """A file that is neither a realmfs/Realm ciphertext nor a plain Realm file (garbage)."""
+
+    exit_code = ExitCode.NOT_RECOGNIZED
+
+
+class KeyringError(RealmfsError):
+    """The platform secret store is not usable, or holds no key of that name."""
+
+    errno = _errno.ENOKEY
+    exit_code = ExitCode.KEYRING

@@ -4,10 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" = 0 ] && ! command -v fusermount >/dev/null 2>&1; then
-    echo "== installing fuse and libfuse2 (apt-get)"
+# fuse/libfuse2: the mount; keyutils: keyctl for the kernel-keyring key store
+if [ "$(id -u)" = 0 ] && { ! command -v fusermount >/dev/null 2>&1 || ! command -v keyctl >/dev/null 2>&1; }; then
+    echo "== installing fuse, libfuse2 and keyutils (apt-get)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse libfuse2 >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse libfuse2 keyutils >/dev/null
 fi
 if ! command -v fusermount >/dev/null 2>&1; then
     echo "fusermount not found: install Debian's 'fuse' and 'libfuse2' packages (as root)" >&2

@@ -1,0 +1,239 @@
+"""``realmfs encrypt | decrypt | verify | rekey | passwd``: the tools that need no mount.
+
+Each handler is a thin layer over realmfs.offline / realmfs.verify: parse, call,
+print results on stdout (errors go through realmfs.cli.main as one line and an
+exit code). Progress goes to stderr, only on a terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .. import config as configmod
+from .. import keyslots, offline, repair, verify
+from .. import rekey as rekeymod
+from ..errors import ExitCode, NotEncrypted, NotRecognized
+from ..progress import Progress
+from .keyargs import (add_key_arguments, add_passphrase_arguments, key_from_args, new_key_setup,
+                      read_passphrase, unlock_from_args)
+
+_LAYOUTS = {"auto": None, "realm": True, "header": False}
+
+
+def _layout_argument(parser, default_help: str) -> None:
+    parser.add_argument("--layout", choices=sorted(_LAYOUTS), default="auto",
+                        help=f"file layout: Realm Core's ('realm') or realmfs header ('header'); {default_help}")
+
+
+def _codes(*pairs) -> str:
+    """An epilog listing the exit codes a command uses (values from errors.ExitCode)."""
+    return "exit codes: " + ", ".join(f"{getattr(ExitCode, name)} {text}" for name, text in pairs)
+
+
+_KEY_CODES = (("WRONG_KEY", "wrong key"), ("WRONG_PASSPHRASE", "wrong passphrase/recovery key"),
+              ("BAD_KEY", "no or malformed key"), ("KEYRING", "secret store unusable"))
+
+
+def register(sub) -> None:
+    p = sub.add_parser("encrypt", epilog=_codes(("OK", "done"), ("BAD_PATH", "SRC missing"), ("EXISTS", "DST exists"), ("ALREADY_ENCRYPTED", "SRC is already encrypted"), *_KEY_CODES),
+                       help="encrypt a plain file or directory tree into a new DST",
+                       description="Encrypt SRC (a plain file, e.g. an unencrypted Realm file, or a "
+                                   "directory tree) into DST, which must not exist. A tree becomes a "
+                                   "backing directory (with a config) that 'realmfs mount' opens; "
+                                   "files matching --realm-pattern are byte-compatible with Realm "
+                                   "Core's encrypted format. Written under a temporary name, read "
+                                   "back, then renamed.")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", metavar="DST")
+    p.add_argument("--realm-pattern", default=configmod.DEFAULT_REALM_PATTERN, metavar="GLOB",
+                   help="files kept in Realm Core's layout (default: %(default)s)")
+    p.add_argument("--kdf", choices=("scrypt", "argon2id"), default="scrypt",
+                   help="passphrase KDF for a new passphrase setup (default: %(default)s)")
+    _layout_argument(p, "default: by DST's name for a file, by --realm-pattern in a tree")
+    add_key_arguments(p)
+    p.set_defaults(handler=run_encrypt)
+
+    p = sub.add_parser("decrypt", epilog=_codes(("OK", "done"), ("DAMAGED", "a damaged page stopped the run"), ("NOT_ENCRYPTED", "SRC is plain"), ("NOT_RECOGNIZED", "SRC is not an encrypted file"), ("BAD_PATH", "SRC missing"), ("EXISTS", "DST exists"), ("REKEY_IN_PROGRESS", "finish the rekey first"), *_KEY_CODES),
+                       help="decrypt an encrypted file or backing directory into a new DST",
+                       description="Decrypt SRC (one encrypted file of either layout, files written by "
+                                   "Realm Core included, or a whole backing directory) into DST, which "
+                                   "must not exist. A damaged page stops the run, naming file and page, "
+                                   "unless --skip-damaged.")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", metavar="DST")
+    p.add_argument("--skip-damaged", action="store_true",
+                   help="write damaged pages as zeros and list them at the end")
+    _layout_argument(p, "default: detected from the file (a lone file only)")
+    add_key_arguments(p)
+    p.set_defaults(handler=run_decrypt)
+
+    p = sub.add_parser("verify", epilog=_codes(("OK", "clean"), ("DAMAGED", "damage found (also after --repair if some remains)"), ("NOT_ENCRYPTED", "a plain Realm file"), ("NOT_RECOGNIZED", "not an encrypted file"), ("LOCKED", "--repair while mounted"), ("REKEY_IN_PROGRESS", "finish the rekey first"), *_KEY_CODES),
+                       help="check every page of every file; optionally repair",
+                       description="Check the header, size and every page (both IV slots) of every "
+                                   "file in BACKING, or of one FILE, without changing anything. Exit 0: "
+                                   "clean (warnings allowed); 5: damage found; 3: wrong key.")
+    p.add_argument("target", metavar="BACKING|FILE")
+    p.add_argument("-v", "--verbose", action="store_true", help="also list never-written pages")
+    p.add_argument("--repair", action="store_true",
+                   help="roll torn pages back to their old slot and restore a header from its good "
+                        "slot, after backing up every page changed")
+    p.add_argument("--zero-damaged", action="store_true",
+                   help="with --repair: replace pages that cannot be recovered by zeros")
+    p.add_argument("--backup-dir", metavar="D",
+                   help="where --repair saves what it changes (default: TARGET.realmfs-repair-<time>)")
+    p.add_argument("--restore", metavar="D",
+                   help="undo a repair: put back everything saved in backup directory D, then verify")
+    p.add_argument("--realm-pattern", default=None, metavar="GLOB",
+                   help="for a directory without a config: files in Realm Core's layout (default *.realm)")
+    _layout_argument(p, "default: from the config, or detected")
+    add_key_arguments(p)
+    p.set_defaults(handler=run_verify)
+
+    p = sub.add_parser("rekey", epilog=_codes(("OK", "done (also: already done)"), ("USAGE", "no --new-key-file"), ("EXISTS", "--new-key-file exists"), ("LOCKED", "mounted"), ("DAMAGED", "a file is damaged: verify --repair first"), *_KEY_CODES),
+                       help="re-encrypt everything under a new master key (crash-safe)",
+                       description="Re-encrypt every file of BACKING under a new random master key. "
+                                   "Crash-safe: every file is always wholly under the old or the new "
+                                   "key; after an interruption run the same command again to finish. "
+                                   "Until then the directory cannot be mounted. The new key goes to "
+                                   "--new-key-file, and/or into the passphrase slot that unlocked it.")
+    p.add_argument("backing", metavar="BACKING")
+    p.add_argument("--new-key-file", metavar="F",
+                   help="write the new key here (mode 0600; refuses to overwrite). Required unless "
+                        "unlocked by a passphrase or recovery key")
+    add_key_arguments(p)
+    p.set_defaults(handler=run_rekey)
+
+    p = sub.add_parser("passwd", epilog=_codes(("OK", "done"), ("EXISTS", "recovery key file exists"), ("REKEY_IN_PROGRESS", "finish the rekey first"), *_KEY_CODES),
+                       help="change the passphrase (or add a recovery key); data untouched",
+                       description="Replace the passphrase slot of BACKING's config. The master key, "
+                                   "and so every data byte, is unchanged: use 'realmfs rekey' to rotate "
+                                   "the master key. With --add-recovery-key F, write a new random "
+                                   "recovery key to F and add a slot for it instead.")
+    p.add_argument("backing", metavar="BACKING")
+    p.add_argument("--add-recovery-key", metavar="F",
+                   help="write a new recovery key to F (mode 0600) that unlocks BACKING via --key-file F")
+    p.add_argument("--kdf", choices=("scrypt", "argon2id"), default="scrypt",
+                   help="KDF of the new passphrase slot (default: %(default)s)")
+    new = p.add_argument_group("new passphrase (default: asked twice on the terminal)")
+    add_passphrase_arguments(new, prefix="new-", what="new passphrase")
+    add_key_arguments(p)
+    p.set_defaults(handler=run_passwd)
+
+
+def _progress(verb: str) -> Progress:
+    return Progress(verb, stream=sys.stderr)
+
+
+def _backing_of(path: str) -> str | None:
+    return path if os.path.isdir(path) else None
+
+
+# ---------------------------------------------------------------------- handlers
+def run_encrypt(args) -> int:
+    if os.path.isdir(args.src):
+        key, slots = new_key_setup(args)    # --passphrase: a new master key in a slot (--kdf)
+    else:
+        if args.passphrase or args.passphrase_file or args.extpass:
+            print("realmfs: a passphrase needs a backing directory (a config to keep its slot); "
+                  "use a key for a single file", file=sys.stderr)
+            return ExitCode.USAGE
+        key, slots = key_from_args(args), []
+    with _progress("encrypt") as progress:
+        result = offline.encrypt(args.src, args.dst, key, realm_pattern=args.realm_pattern,
+                                 realm_layout=_LAYOUTS[args.layout], keyslot_list=slots, progress=progress)
+    for name in result.padded:
+        print(f"note: {name} was not a whole number of 4096-byte pages; Realm's layout pads it with zeros")
+    what = "backing directory" if os.path.isdir(args.dst) else "encrypted file"
+    print(f"encrypted {len(result.files)} file(s), {result.bytes} bytes, into {what} {args.dst}")
+    if os.path.isdir(args.dst):
+        print(f"mount it with: realmfs mount {args.dst} MOUNTPOINT")
+    return 0
+
+
+def run_decrypt(args) -> int:
+    key = key_from_args(args, backing=_backing_of(args.src))
+    with _progress("decrypt") as progress:
+        result = offline.decrypt(args.src, args.dst, key, skip_damaged=args.skip_damaged,
+                                 realm_layout=_LAYOUTS[args.layout], progress=progress)
+    print(f"decrypted {len(result.files)} file(s), {result.bytes} bytes, into {args.dst}")
+    if result.zeroed:
+        pages = sum(1 for p in result.zeroed if p.page is not None)
+        print(f"{pages} damaged page(s) were written as zeros:")
+        for line in verify.format_problems(result.zeroed):
+            print(f"  {line}")
+    return 0
+
+
+def run_verify(args) -> int:
+    if args.zero_damaged and not args.repair:
+        print("realmfs: --zero-damaged only goes with --repair", file=sys.stderr)
+        return ExitCode.USAGE
+    key = key_from_args(args, backing=_backing_of(args.target))
+    if args.restore:
+        restored = repair.restore_backup(args.restore)
+        print(f"restored {len(restored)} file(s) from {args.restore}: {', '.join(restored)}")
+    layout = _LAYOUTS[args.layout]
+    with _progress("verify") as progress:
+        report = verify.verify_path(args.target, key, realm_pattern=args.realm_pattern,
+                                    realm_layout=layout, progress=progress)
+    if os.path.isfile(args.target) and report.files:
+        kinds = {p.kind for p in report.files[0].problems}
+        if verify.Kind.NOT_ENCRYPTED in kinds:
+            raise NotEncrypted(f"{args.target} is an unencrypted Realm file; nothing to verify")
+        if verify.Kind.NOT_RECOGNIZED in kinds:
+            raise NotRecognized(f"{args.target} is not an encrypted file (no realmfs header, no Realm IV table)")
+    for line in verify.format_report(report, verbose=args.verbose):
+        print(line)
+    if args.repair and report.damaged:
+        backup, changes = repair.repair(report, key, zero_damaged=args.zero_damaged, backup_dir=args.backup_dir)
+        if not changes:
+            print("nothing repairable" + ("" if args.zero_damaged else
+                                           " (add --zero-damaged to replace unrecoverable pages by zeros)"))
+        else:
+            for change in changes:
+                print(f"repaired: {change}")
+            print(f"backup of every changed page: {backup} "
+                  f"(undo with: realmfs verify --restore {backup} {args.target} ...key options)")
+            report = verify.verify_path(args.target, key, realm_pattern=args.realm_pattern, realm_layout=layout)
+            print(verify.format_report(report)[-1] + " after repair")
+    return ExitCode.DAMAGED if report.damaged else ExitCode.OK
+
+
+def run_rekey(args) -> int:
+    configmod.require_directory(args.backing)
+    unlocked = unlock_from_args(args, backing=args.backing)
+    config = configmod.load(args.backing)
+    if (not args.new_key_file and unlocked.kek is None and config is not None and config.rekey is None
+            and config.key_check == configmod.key_check_value(unlocked.master)):
+        print("realmfs: rekey needs --new-key-file F to put the new key in (or unlock with a "
+              "passphrase / recovery key, whose slot then holds the new key)", file=sys.stderr)
+        return ExitCode.USAGE
+    with _progress("rekey") as progress:
+        result = rekeymod.rekey(args.backing, unlocked.master, unlocked=unlocked,
+                               new_key_file=args.new_key_file, progress=progress)
+    print(f"{'finished the interrupted' if result.resumed else 'completed the'} rekey of {args.backing}: "
+          f"{len(result.rekeyed)} file(s) re-encrypted in this run under a new master key")
+    if result.key_file:
+        print(f"the new key is in {result.key_file} (mode 0600); the old key no longer opens {args.backing}")
+    if result.slots_kept:
+        print(f"the new master key is wrapped in {result.slots_kept} key slot(s) of "
+              f"{configmod.config_path(args.backing)}: the same passphrase/recovery key still unlocks it")
+    for slot in result.slots_dropped:
+        print(f"note: {slot} was removed: it could not be re-wrapped without its secret; "
+              "add it again with 'realmfs passwd'")
+    return 0
+
+
+def run_passwd(args) -> int:
+    configmod.require_directory(args.backing)
+    unlocked = unlock_from_args(args, backing=args.backing)
+    if args.add_recovery_key:
+        print(offline.add_recovery_key(args.backing, unlocked, args.add_recovery_key)
+              + "; unlock with --key-file " + args.add_recovery_key)
+        return 0
+    secret = read_passphrase(args, prefix="new-", prompt="New passphrase: ", confirm=True)
+    change = offline.set_passphrase(args.backing, unlocked, secret, keyslots.default_kdf(args.kdf))
+    print(f"{change}. The master key is unchanged and no data was re-encrypted; "
+          "the old passphrase no longer unlocks. To rotate the master key itself run 'realmfs rekey'.")
+    return 0

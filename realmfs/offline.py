@@ -1,0 +1,431 @@
+"""Encrypt and decrypt without FUSE, file by file through EncryptedFile; key slot edits.
+
+* ``encrypt(src, dst, key)``: a plain file becomes one encrypted file, a plain tree
+  becomes a new backing directory with a config. ``.realm`` files (the config's
+  pattern) get Realm Core's layout, byte-compatible; others the realmfs header layout.
+* ``decrypt(src, dst, key)``: one encrypted file (either layout, Realm Core's own
+  files included) or a whole backing directory back to plain files. A damaged page
+  stops the run naming file and page, unless ``skip_damaged`` (zeros, listed).
+* ``set_passphrase`` / ``add_recovery_key``: edit the key slots (``realmfs passwd``);
+  the master key and the data stay as they are. Rekeying is in rekey.py.
+
+Invariants
+* Nothing is ever overwritten: output goes to ``DST + TOOL_TEMP_SUFFIX`` and is
+  renamed to DST only after it was fsynced and read back (decrypted again, or read
+  again, and compared by SHA-256 with what was written).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+
+from . import config as configmod
+from . import keyslots, verify
+from .backinglock import is_locked
+from .config import TOOL_TEMP_SUFFIX
+from .errors import (
+    AlreadyEncrypted,
+    AlreadyExists,
+    BadPath,
+    Damaged,
+    IntegrityError,
+    NotEncrypted,
+    NotRecognized,
+    RekeyInProgress,
+    WrongKey,
+)
+from .keys import Key, write_key_file
+from .layout import HEADER_SIZE, PAGE_SIZE
+from .pagecipher import PageCipher
+from .pagefile import looks_like_plain_realm, open_backing
+from .progress import disabled
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256 * PAGE_SIZE   # 1 MiB per read/write: whole pages, a few metadata blocks
+
+
+# ---------------------------------------------------------------------- small helpers
+def fsync_dir(path: str) -> None:
+    fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _require_new(dst: str) -> None:
+    if os.path.lexists(dst):
+        raise AlreadyExists(f"{dst} already exists; refusing to overwrite it, choose a new name")
+    parent = os.path.dirname(os.path.abspath(dst))
+    if not os.path.isdir(parent):
+        raise BadPath(f"cannot create {dst}: directory {parent} does not exist")
+
+
+def _require_source(src: str, dst: str) -> None:
+    if not os.path.lexists(src):
+        raise BadPath(f"{src} does not exist")
+    if not (os.path.isfile(src) or os.path.isdir(src)):
+        raise BadPath(f"{src} is not a regular file or directory")
+    inside = os.path.abspath(dst).startswith(os.path.abspath(src).rstrip(os.sep) + os.sep)
+    if os.path.isdir(src) and inside:
+        raise BadPath(f"{dst} is inside {src}; choose a destination outside the source")
+
+
+def temp_for(dst: str) -> str:
+    """The temporary name of ``dst``; a leftover of an interrupted run is ours to remove."""
+    temp = dst.rstrip(os.sep) + TOOL_TEMP_SUFFIX
+    if os.path.isdir(temp) and not os.path.islink(temp):
+        shutil.rmtree(temp)
+    elif os.path.lexists(temp):
+        os.unlink(temp)
+    return temp
+
+
+def _publish(temp: str, dst: str) -> None:
+    """Rename a finished temporary into place without ever replacing an existing DST."""
+    if os.path.lexists(dst):
+        raise AlreadyExists(f"{dst} appeared while writing it; the result is left in {temp}")
+    os.rename(temp, dst)
+    fsync_dir(os.path.dirname(os.path.abspath(dst)))
+
+
+def close_file(ef) -> None:
+    ef.close()
+    os.close(ef.fd)
+
+
+def plain_digest(ef, progress=None) -> str:
+    """SHA-256 of the whole plaintext of an open EncryptedFile (strict reads)."""
+    digest = hashlib.sha256()
+    for offset in range(0, ef.size, CHUNK):
+        chunk = ef.read(offset, CHUNK)
+        digest.update(chunk)
+        if progress:
+            progress.advance(len(chunk))
+    return digest.hexdigest()
+
+
+def _source_files(src: str):
+    """(path, relative path) of the files of a plain tree; symlinks and specials skipped."""
+    for root, dirs, files in os.walk(src):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, src)
+            if root == src and name in configmod.RESERVED_NAMES:
+                continue
+            if name.endswith(TOOL_TEMP_SUFFIX) or name.startswith(configmod.FUSE_HIDDEN_PREFIX):
+                log.warning("skipping %s: a name realmfs reserves for temporary files", path)
+                continue
+            if os.path.islink(path) or not os.path.isfile(path):
+                log.warning("skipping %s: not a regular file", path)
+                continue
+            yield path, rel
+
+
+def _warn_if_mounted(backing: str) -> None:
+    if is_locked(backing):
+        log.warning("%s is mounted: files being written now may be read half-way; unmount it "
+                    "for a consistent result", backing)
+
+
+# ---------------------------------------------------------------------- encrypt
+@dataclass
+class EncryptResult:
+    dst: str
+    files: list = field(default_factory=list)    # relative names written
+    padded: list = field(default_factory=list)   # .realm files whose size was not whole pages
+    bytes: int = 0
+
+
+def _check_plain(path: str, realm_layout: bool) -> None:
+    """Refuse a source file that is already ciphertext (realmfs header or Realm IV table)."""
+    with open(path, "rb") as f:
+        first = f.read(HEADER_SIZE)
+    if verify.has_realmfs_header(first):
+        raise AlreadyEncrypted(f"{path} is already encrypted (it has a realmfs header); "
+                               "decrypt it first or copy it as is")
+    if realm_layout and not looks_like_plain_realm(first) and verify.looks_like_realm_ciphertext(path):
+        raise AlreadyEncrypted(f"{path} looks like an encrypted Realm file already "
+                               "(an IV table, no plain Realm header); refusing to encrypt it twice")
+
+
+def _encrypt_file(src: str, dst: str, cipher: PageCipher, realm_layout: bool, progress) -> bool:
+    """Write ``src`` encrypted to the new file ``dst``, fsync it and read it back.
+
+    Returns True if a ``.realm`` file's size had to be padded to whole pages.
+    """
+    written = hashlib.sha256()
+    size = 0
+    ef = open_backing(dst, cipher, realm_layout=realm_layout, create=True)
+    try:
+        with open(src, "rb") as plain:
+            while True:
+                chunk = plain.read(CHUNK)
+                if not chunk:
+                    break
+                ef.write(size, chunk)
+                written.update(chunk)
+                size += len(chunk)
+                progress.advance(len(chunk))
+        padded = realm_layout and size % PAGE_SIZE != 0
+        if padded:   # Realm's layout stores whole pages: the tail reads back as zeros
+            written.update(bytes(PAGE_SIZE - size % PAGE_SIZE))
+        ef.fsync()
+    finally:
+        close_file(ef)
+    check = open_backing(dst, cipher, realm_layout=realm_layout, read_only=True, key_checked=True)
+    try:
+        if plain_digest(check) != written.hexdigest():
+            raise Damaged(f"read-back of {dst} does not match {src}; nothing was published")
+    finally:
+        close_file(check)
+    return padded
+
+
+def encrypt(src: str, dst: str, key: Key, *, realm_pattern: str = configmod.DEFAULT_REALM_PATTERN,
+            realm_layout: bool | None = None, keyslot_list: list | None = None,
+            progress=None) -> EncryptResult:
+    """Encrypt a plain file or tree ``src`` into the new ``dst`` (see the module docstring).
+
+    For a single file the layout follows DST's name (``realm_pattern``) unless
+    ``realm_layout`` says otherwise; a tree gets a config with ``realm_pattern`` and
+    ``keyslot_list``.
+    """
+    progress = progress or disabled()
+    _require_source(src, dst)
+    _require_new(dst)
+    cipher = PageCipher(key.raw)
+    result = EncryptResult(dst)
+    pattern = configmod.Config(realm_pattern=realm_pattern)
+    if os.path.isfile(src):
+        layout = pattern.is_realm_file(dst) if realm_layout is None else realm_layout
+        _check_plain(src, layout)
+        temp = temp_for(dst)
+        progress.files, progress.total = 1, os.path.getsize(src)
+        progress.file(os.path.basename(src))
+        try:
+            if _encrypt_file(src, temp, cipher, layout, progress):
+                result.padded.append(os.path.basename(src))
+            _publish(temp, dst)
+        except BaseException:
+            _remove(temp)
+            raise
+        result.files.append(os.path.basename(dst))
+        result.bytes = os.path.getsize(src)
+        return result
+    if configmod.load(src) is not None:
+        raise AlreadyEncrypted(f"{src} is a realmfs backing directory (it has {configmod.CONFIG_NAME}); "
+                               "mount it, or decrypt it with 'realmfs decrypt'")
+    sources = list(_source_files(src))
+    for path, rel in sources:
+        _check_plain(path, pattern.is_realm_file(rel) if realm_layout is None else realm_layout)
+    temp = temp_for(dst)
+    try:
+        os.mkdir(temp, 0o700)
+        config = configmod.create(temp, key, realm_pattern, keyslots=keyslot_list)
+        for root, dirs, _ in os.walk(src):     # empty directories too
+            for name in dirs:
+                os.makedirs(os.path.join(temp, os.path.relpath(os.path.join(root, name), src)), exist_ok=True)
+        progress.files, progress.total = len(sources), sum(os.path.getsize(p) for p, _ in sources)
+        for path, rel in sources:
+            progress.file(rel)
+            layout = config.is_realm_file(rel) if realm_layout is None else realm_layout
+            if _encrypt_file(path, os.path.join(temp, rel), cipher, layout, progress):
+                result.padded.append(rel)
+            result.files.append(rel)
+            result.bytes += os.path.getsize(path)
+        for root, _, _ in os.walk(temp):
+            fsync_dir(root)
+        _publish(temp, dst)
+    except BaseException:
+        _remove(temp)
+        raise
+    return result
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+# ---------------------------------------------------------------------- decrypt
+@dataclass
+class DecryptResult:
+    dst: str
+    files: list = field(default_factory=list)
+    zeroed: list = field(default_factory=list)    # verify.Problem of every page written as zeros
+    bytes: int = 0
+
+
+def _first_damage(path: str, name: str, cipher: PageCipher, realm_layout: bool):
+    report = verify.scan_file(path, cipher, realm_layout=realm_layout, name=name)
+    return report, [p for p in report.problems if p.severity >= verify.Severity.DAMAGE]
+
+
+def _decrypt_file(path: str, name: str, out: str, cipher: PageCipher, realm_layout: bool,
+                  key_checked: bool, skip_damaged: bool, progress) -> list:
+    """Decrypt one backing file into the new file ``out``; returns the pages zeroed."""
+    zeroed: list = []
+    try:
+        ef = open_backing(path, cipher, realm_layout=realm_layout, read_only=True, key_checked=key_checked)
+        try:
+            _copy_plain(ef, out, progress)
+        finally:
+            close_file(ef)
+        return zeroed
+    except (IntegrityError, Damaged) as error:
+        if isinstance(error, NotEncrypted):
+            raise
+        report, bad = _first_damage(path, name, cipher, realm_layout)
+        if not bad:
+            raise
+        salvageable = realm_layout or report.header is not None
+        if not skip_damaged or not salvageable:
+            hint = "; run with --skip-damaged to write zeros for it" if salvageable else ""
+            first = next((p for p in bad if p.page is not None), bad[0])
+            reason = f"{first.kind.value}{hint} ('realmfs verify' lists every bad page)"
+            if first.page is None:
+                raise Damaged(f"{name}: {reason}") from error
+            raise IntegrityError(name, first.page, reason) from error
+    ef = open_backing(path, cipher, realm_layout=realm_layout, salvage=True, key_checked=True)
+    try:
+        _copy_plain(ef, out, progress)
+    finally:
+        close_file(ef)
+    return bad
+
+
+def _copy_plain(ef, out: str, progress) -> None:
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as f:
+            for offset in range(0, ef.size, CHUNK):
+                chunk = ef.read(offset, CHUNK)
+                f.write(chunk)
+                progress.advance(len(chunk))
+            f.flush()
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _lone_file_layout(src: str, realm_layout: bool | None) -> bool:
+    with open(src, "rb") as f:
+        first = f.read(HEADER_SIZE)
+    if looks_like_plain_realm(first):
+        raise NotEncrypted(f"{src} is an unencrypted Realm file already; nothing to decrypt")
+    if realm_layout is not None:
+        return realm_layout
+    return not verify.has_realmfs_header(first)
+
+
+def decrypt(src: str, dst: str, key: Key, *, skip_damaged: bool = False,
+            realm_layout: bool | None = None, progress=None) -> DecryptResult:
+    """Decrypt one encrypted file or a backing directory into the new ``dst``."""
+    progress = progress or disabled()
+    _require_source(src, dst)
+    _require_new(dst)
+    cipher = PageCipher(key.raw)
+    result = DecryptResult(dst)
+    if os.path.isfile(src):
+        layout = _lone_file_layout(src, realm_layout)
+        temp = temp_for(dst)
+        progress.files, progress.total = 1, os.path.getsize(src)
+        progress.file(os.path.basename(src))
+        try:
+            try:
+                result.zeroed = _decrypt_file(src, src, temp, cipher, layout, False, skip_damaged, progress)
+            except (WrongKey, Damaged) as error:
+                if layout and not isinstance(error, NotEncrypted) and not verify.has_realm_iv_table(src):
+                    raise NotRecognized(f"{src} is not an encrypted file: no realmfs header and no "
+                                        "Realm IV table") from None
+                with open(src, "rb") as f:
+                    headerless = not verify.has_realmfs_header(f.read(HEADER_SIZE))
+                if not layout and headerless:     # --layout header forced on a file without one
+                    raise NotRecognized(f"{src} has no realmfs header: not a file realmfs encrypted") from None
+                raise
+            _publish(temp, dst)
+        except BaseException:
+            _remove(temp)
+            raise
+        result.files.append(os.path.basename(src))
+        result.bytes = os.path.getsize(dst)
+        return result
+    config = configmod.open_backing_dir(src, key)
+    _warn_if_mounted(src)
+    key_checked = bool(config.key_check)
+    files = [(p, os.path.relpath(p, src)) for p in configmod.backing_files(src)]
+    temp = temp_for(dst)
+    try:
+        os.mkdir(temp, 0o700)
+        for root, dirs, _ in os.walk(src):
+            for name in dirs:
+                os.makedirs(os.path.join(temp, os.path.relpath(os.path.join(root, name), src)), exist_ok=True)
+        progress.files, progress.total = len(files), sum(os.path.getsize(p) for p, _ in files)
+        for path, rel in files:
+            progress.file(rel)
+            result.zeroed += _decrypt_file(path, rel, os.path.join(temp, rel), cipher,
+                                           config.is_realm_file(rel), key_checked, skip_damaged, progress)
+            result.files.append(rel)
+            result.bytes += os.path.getsize(os.path.join(temp, rel))
+        for root, _, _ in os.walk(temp):
+            fsync_dir(root)
+        _publish(temp, dst)
+    except BaseException:
+        _remove(temp)
+        raise
+    return result
+
+
+# ---------------------------------------------------------------------- key slots
+def set_passphrase(backing: str, unlocked: keyslots.Unlocked, secret: bytes, kdf: dict | None = None) -> str:
+    """Replace the passphrase slot that unlocked (or the only one; or add one).
+
+    Only the slot changes: the master key and every data byte stay as they are.
+    Returns a description of what changed.
+    """
+    config = configmod.load(backing)
+    if config is None:
+        raise BadPath(f"{backing} has no realmfs config; run 'realmfs init' first")
+    configmod.unlock(config, unlocked.master)
+    if config.rekey is not None:
+        raise RekeyInProgress(f"a rekey of {backing} is unfinished; run 'realmfs rekey {backing}' first")
+    slot = keyslots.make_slot(keyslots.PASSPHRASE, secret, unlocked.master, kdf)
+    passphrase_slots = [i for i, s in enumerate(config.keyslots) if s.get("type") == keyslots.PASSPHRASE]
+    if unlocked.index is not None and unlocked.index in passphrase_slots:
+        index = unlocked.index
+    elif len(passphrase_slots) == 1:
+        index = passphrase_slots[0]
+    elif not passphrase_slots:
+        index = len(config.keyslots)
+        config.keyslots.append(None)
+    else:
+        raise BadPath(f"{backing} has {len(passphrase_slots)} passphrase slots: unlock with the "
+                      "passphrase you want to change")
+    changed = "added" if config.keyslots[index] is None else "replaced"
+    config.keyslots[index] = slot
+    configmod.save(backing, config, unlocked.master)
+    return f"passphrase slot {index} {changed}"
+
+
+def add_recovery_key(backing: str, unlocked: keyslots.Unlocked, path: str) -> str:
+    """Write a new random recovery key to ``path`` (0600) and add a keyfile slot for it."""
+    config = configmod.load(backing)
+    if config is None:
+        raise BadPath(f"{backing} has no realmfs config; run 'realmfs init' first")
+    configmod.unlock(config, unlocked.master)
+    if config.rekey is not None:
+        raise RekeyInProgress(f"a rekey of {backing} is unfinished; run 'realmfs rekey {backing}' first")
+    recovery = Key.generate()
+    write_key_file(path, recovery)
+    config.keyslots.append(keyslots.make_slot(keyslots.KEYFILE, recovery.raw, unlocked.master))
+    configmod.save(backing, config, unlocked.master)
+    return f"recovery key written to {path} (slot {len(config.keyslots) - 1})"
