@@ -1,0 +1,150 @@
+"""``realmfs init | mount | unmount (umount) | status``: the mount lifecycle on the command line.
+
+Handlers return exit codes; every refusal is a RealmfsError, turned into one line
+and its exit code by ``realmfs.cli.main``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from .. import config as configmod
+from ..errors import ExitCode
+from .. import mount as mountmod
+from .. import mounttable
+from ..backinglock import is_locked, read_owner
+from ..log import setup_logging
+from .keyargs import add_key_arguments, key_from_args, new_key_setup
+
+log = logging.getLogger("realmfs")
+
+
+def _codes(*pairs) -> str:
+    """An epilog listing the exit codes a command uses (values from errors.ExitCode)."""
+    return "exit codes: " + ", ".join(f"{getattr(ExitCode, name)} {text}" for name, text in pairs)
+
+
+_KEY_CODES = (("WRONG_KEY", "wrong key"), ("WRONG_PASSPHRASE", "wrong passphrase/recovery key"),
+              ("BAD_KEY", "no or malformed key"), ("KEYRING", "secret store unusable"))
+
+
+def register(sub) -> None:
+    p = sub.add_parser("init", epilog=_codes(("OK", "done"), ("BAD_PATH", "BACKING missing or not a directory"),
+                                             ("EXISTS", "already initialised"), *_KEY_CODES), help="make BACKING an encrypted directory (writes its config)",
+                       description="Write an authenticated config into BACKING (format version, key "
+                                   "check value, options) so that a wrong key is refused before "
+                                   "anything is read, even while BACKING is empty.")
+    p.add_argument("backing", metavar="BACKING")
+    p.add_argument("--realm-pattern", default=configmod.DEFAULT_REALM_PATTERN, metavar="GLOB",
+                   help="files kept in Realm Core's own layout (default: %(default)s)")
+    add_key_arguments(p)
+    p.set_defaults(handler=run_init)
+
+    p = sub.add_parser("mount", epilog=_codes(
+                           ("OK", "mounted"), ("NOT_ENCRYPTED", "a plain Realm file in BACKING"),
+                           ("LOCKED", "BACKING already mounted"),
+                           ("BAD_PATH", "missing/not a directory/mountpoint not empty or a mount"),
+                           ("MOUNT_FAILED", "FUSE failed"), ("REKEY_IN_PROGRESS", "finish the rekey"),
+                           ("DAMAGED", "config fails authentication"), *_KEY_CODES),
+                       help="mount BACKING (ciphertext) on MOUNTPOINT (plaintext)",
+                       description="Mount the encrypted directory BACKING on MOUNTPOINT. Returns once "
+                                   "the mountpoint answers; the daemon keeps running in the background.")
+    p.add_argument("backing", metavar="BACKING")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground (no daemon)")
+    p.add_argument("--read-only", action="store_true", help="mount read-only")
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTS",
+                   help="FUSE mount options passed through, e.g. -o allow_other")
+    p.add_argument("--log-file", metavar="F", help="daemon log (default: /run/realmfs/<backing>.log)")
+    p.add_argument("--status-fd", type=int, help=argparse_suppress())
+    p.add_argument("--detach", action="store_true", help=argparse_suppress())
+    add_key_arguments(p)
+    p.set_defaults(handler=run_mount)
+
+    for name in ("unmount", "umount"):
+        p = sub.add_parser(name, epilog=_codes(("OK", "unmounted and sealed"),
+                                               ("BAD_PATH", "not a realmfs mount"),
+                                               ("BUSY", "files open: the processes are named")),
+                           help="write back, seal and unmount MOUNTPOINT" if name == "unmount"
+                           else "alias of unmount",
+                           description="Write back everything, fsync every backing file and unmount. "
+                                       "Refuses (exit 8) while processes hold files open, naming them.")
+        p.add_argument("mountpoint", metavar="MOUNTPOINT")
+        p.add_argument("--lazy", action="store_true", help="detach even if busy (seals when the last user closes)")
+        p.set_defaults(handler=run_unmount)
+
+    p = sub.add_parser("status", help="list active realmfs mounts")
+    p.set_defaults(handler=run_status)
+
+
+def argparse_suppress():
+    import argparse
+    return argparse.SUPPRESS
+
+
+def run_init(args) -> int:
+    configmod.require_directory(args.backing)
+    key, slots = new_key_setup(args)      # a key, or a new master key wrapped under a passphrase
+    configmod.create(args.backing, key, realm_pattern=args.realm_pattern, keyslots=slots)
+    print(f"initialised {args.backing} (files matching {args.realm_pattern} use Realm Core's layout); "
+          f"mount it with: realmfs mount {args.backing} MOUNTPOINT")
+    return 0
+
+
+def run_mount(args) -> int:
+    key = key_from_args(args, backing=args.backing)   # passphrase / recovery-key slots too
+    if args.foreground:
+        if args.detach:
+            # spawned by 'realmfs mount': the key is read, now leave the spawning process
+            # (it waits for this exit) and serve as a grandchild nobody has to reap
+            if os.fork():
+                os._exit(0)
+        if args.log_file:
+            setup_logging(debug=args.debug, logfile=args.log_file)
+        logging.getLogger().setLevel(logging.DEBUG if args.debug else logging.INFO)
+        logging.getLogger("fuse").setLevel(logging.INFO)   # fusepy logs every errno at DEBUG
+        return mountmod.serve(args.backing, args.mountpoint, key, read_only=args.read_only,
+                              extra_options=args.options, status_fd=args.status_fd)
+    if os.path.isdir(args.backing) and not is_locked(args.backing):
+        owner = read_owner(args.backing)
+        if owner and owner.get("pid"):
+            log.warning("taking over a stale lock on %s left by realmfs pid %s (no longer running)",
+                        args.backing, owner.get("pid"))
+    started = mountmod.start(args.backing, args.mountpoint, key, read_only=args.read_only,
+                             extra_options=args.options, log_file=args.log_file, debug=args.debug)
+    print(f"mounted {started.backing} on {started.mountpoint} (daemon pid {started.pid}, "
+          f"log {started.log_file}); unmount with: realmfs unmount {started.mountpoint}")
+    return 0
+
+
+def run_unmount(args) -> int:
+    entry = mountmod.unmount(args.mountpoint, lazy=args.lazy)
+    how = "detached" if args.lazy else "unmounted and sealed"
+    print(f"{how} {entry.mountpoint} (backing {entry.backing})")
+    return 0
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    return (f"{days}d" if days else "") + f"{hours:02d}:{minutes:02d}:{seconds:02d}"
+
+
+def run_status(args) -> int:
+    rows = mounttable.status()
+    if not rows:
+        print("no realmfs mounts")
+        return 0
+    header = ("MOUNTPOINT", "BACKING", "PID", "UPTIME", "OPEN", "STATE")
+    table = [header] + [(r["mountpoint"], r["backing"], str(r["pid"] or "-"), _duration(r["uptime"]),
+                         str(r["open_files"]), r["state"] + (" (read-only)" if r["read_only"] else ""))
+                        for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    return 0

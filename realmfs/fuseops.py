@@ -1,0 +1,433 @@
+"""The FUSE operations: map mount paths to backing paths and delegate.
+
+Metadata goes to ``os.*`` on the backing path; file data goes to the shared
+EncryptedFile of the open-file table. ``__call__`` (fusepy's dispatcher) is the
+one place exceptions become errno:
+
+* RealmfsError -> its ``errno``; IntegrityError -> EIO plus one log line naming
+  file and page (rate-limited by log.py);
+* OSError -> its errno (EIO if it has none);
+* anything else -> EIO plus a traceback in the log.
+
+Nothing reaches fusepy's own handler, whose default is EINVAL.
+
+Invariants
+* Regular files are always encrypted; FIFOs, sockets and device nodes pass
+  through as they are (there is no data to encrypt; Realm Core's ``.note``).
+* ``getattr`` reports the logical size: from the EncryptedFile when open, else
+  from the physical size (realm layout) or the header page (header layout),
+  cached per inode with (mtime, ctime, physical size) and refreshed at every last
+  close, so ``ls`` decrypts nothing and never sees a stale size.
+* The config and lock files of BACKING are invisible and cannot be created.
+* A file never changes layout under its data: rename or link between a realm
+  name and a non-realm name is refused with EXDEV (``mv`` then copies).
+* The kernel page cache is kept across opens (keep_cache) except for files with
+  several hard links: libfuse shows each link as its own kernel inode, so those
+  are re-read at every open (close-to-open coherence between names).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import threading
+import time
+from collections import OrderedDict
+
+from fuse import FuseOSError, Operations, fuse_get_context
+
+from . import fileheader
+from .config import FUSE_HIDDEN_PREFIX
+from .errors import IntegrityError, RealmfsError
+from .fileheader import HeaderProblem
+from .layout import HEADER_SIZE, body_to_data_size
+from .openfiles import OpenFiles
+from .pagecipher import PageCipher
+
+log = logging.getLogger(__name__)
+
+SIZE_CACHE_ENTRIES = 4096
+HIDDEN_PREFIX = ".fuse_hidden"
+# utimensat's special tv_nsec values with tv_sec 0, as fusepy's use_ns turns them into ns
+_UTIME_NOW, _UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
+_UTIME_SPECIAL = (_UTIME_NOW, _UTIME_OMIT)     # libfuse's name for unlinked files that are still open
+_STAT_KEYS = ("st_mode", "st_ino", "st_dev", "st_nlink", "st_uid", "st_gid", "st_size",
+              "st_atime_ns", "st_mtime_ns", "st_ctime_ns", "st_blocks", "st_blksize", "st_rdev")
+
+
+def stat_dict(st: os.stat_result, size: int | None = None) -> dict:
+    result = {
+        "st_mode": st.st_mode, "st_ino": st.st_ino, "st_nlink": st.st_nlink,
+        "st_uid": st.st_uid, "st_gid": st.st_gid,
+        "st_size": st.st_size if size is None else size,
+        # use_ns: fusepy takes integers of nanoseconds
+        "st_atime": st.st_atime_ns, "st_mtime": st.st_mtime_ns, "st_ctime": st.st_ctime_ns,
+        "st_blocks": st.st_blocks, "st_blksize": st.st_blksize, "st_rdev": st.st_rdev,
+    }
+    return result
+
+
+class RealmfsOps(Operations):
+    use_ns = True
+    # Handle-based operations get no path (None): they work by fh alone, and libfuse
+    # need not build a path for every read and write.
+    flag_nullpath_ok = True
+    flag_nopath = True
+    flag_utime_omit_ok = True   # utimens sees UTIME_NOW/UTIME_OMIT, so touch -a / -m work
+    ioctl = None        # not registered: fusepy's ioctl cannot take a missing path
+    # No xattrs: unregistered, libfuse answers ENOSYS once and the kernel stops asking
+    # (else every write() costs a getxattr("security.capability") round trip).
+    getxattr = setxattr = listxattr = removexattr = None
+
+    def __init__(self, backing: str, cipher: PageCipher, is_realm_file, reserved_names,
+                 read_only: bool = False):
+        self.backing = os.path.realpath(backing)
+        self.cipher = cipher
+        self.is_realm_file = is_realm_file
+        self.reserved = frozenset(reserved_names)
+        self.read_only = read_only
+        self.files = OpenFiles(cipher, read_only=read_only)
+        self._sizes: OrderedDict[tuple, int] = OrderedDict()
+        self._sizes_lock = threading.Lock()
+        self.destroyed = False
+        self._dirs: dict[int, str] = {}     # opendir handle -> path (readdir gets no path)
+        self._dir_numbers = iter(range(1, 1 << 62))
+
+    # ------------------------------------------------------------------ the one errno decision
+    def __call__(self, op, *args):
+        method = getattr(self, op, None)
+        if method is None:
+            raise FuseOSError(errno.ENOSYS)
+        try:
+            return method(*args)
+        except FuseOSError:
+            raise
+        except IntegrityError as error:
+            # formatted first: the log's rate limit then counts per file and page, not
+            # per template, so a second damaged page still gets its own line
+            line = f"integrity failure: {error} (returned EIO to {op})"
+            log.error(line.replace("%", "%%"))
+            raise FuseOSError(errno.EIO) from None
+        except RealmfsError as error:
+            log.error("%s %s: %s", op, args[0] if args else "", error)
+            raise FuseOSError(error.errno or errno.EIO) from None
+        except OSError as error:
+            raise FuseOSError(error.errno or errno.EIO) from None
+        except Exception:  # noqa: BLE001 - never fall through to fusepy's EINVAL
+            log.exception("internal error in %s %s", op, args[0] if args else "")
+            raise FuseOSError(errno.EIO) from None
+
+    # ------------------------------------------------------------------ paths
+    def _real(self, path: str) -> str:
+        if path.count("/") == 1 and path[1:] in self.reserved:
+            raise FuseOSError(errno.ENOENT)
+        return self.backing + path if path != "/" else self.backing
+
+    def _real_new(self, path: str) -> str:
+        """Backing path for something about to be created: reserved names are refused."""
+        if path.count("/") == 1 and path[1:] in self.reserved:
+            raise FuseOSError(errno.EPERM)
+        return self.backing + path
+
+    def _realm(self, path: str) -> bool:
+        return bool(self.is_realm_file(os.path.basename(path)))
+
+    def sweep_hidden(self) -> int:
+        """Remove .fuse_hidden* files a crashed daemon left: unlinked files nobody can reach."""
+        removed = 0
+        for root, _dirs, files in os.walk(self.backing):
+            for name in files:
+                if name.startswith(HIDDEN_PREFIX):
+                    try:
+                        os.unlink(os.path.join(root, name))
+                        removed += 1
+                    except OSError as error:
+                        log.warning("could not remove %s: %s", os.path.join(root, name), error)
+        if removed:
+            log.warning("removed %d unlinked-but-open file(s) left by an unclean unmount", removed)
+        return removed
+
+    def _owner(self, real: str) -> None:
+        """Give a new node to the calling user when the daemon runs as root."""
+        if os.geteuid() != 0:
+            return
+        uid, gid, _pid = fuse_get_context()
+        if uid or gid:
+            os.lchown(real, uid, gid)
+
+    # ------------------------------------------------------------------ attributes
+    def _handle(self, fh):
+        return self.files.get(fh.fh if hasattr(fh, "fh") else fh)
+
+    def getattr(self, path, fh=None):
+        if fh:
+            handle = self._handle(fh)
+            st = os.fstat(handle.open_file.fd)
+            return stat_dict(st, handle.file.size)
+        real = self._real(path)
+        st = os.lstat(real)
+        if not stat.S_ISREG(st.st_mode):
+            return stat_dict(st)
+        return stat_dict(st, self._logical_size(real, path, st))
+
+    def _logical_size(self, real: str, path: str, st: os.stat_result) -> int:
+        entry = self.files.lookup_inode(st.st_dev, st.st_ino)
+        if entry is not None:
+            return entry.file.size
+        if st.st_size == 0:
+            return 0
+        if self._realm(path):
+            return body_to_data_size(st.st_size)
+        with self._sizes_lock:
+            cached = self._sizes.get((st.st_dev, st.st_ino))
+        if cached is not None and cached[0] == (st.st_mtime_ns, st.st_ctime_ns, st.st_size):
+            return cached[1]
+        with open(real, "rb", buffering=0) as f:
+            page = f.read(HEADER_SIZE)
+        try:
+            size = fileheader.unpack_page(page, self.cipher.mac_message).size
+        except HeaderProblem as problem:
+            # Not EIO here: a failing stat would make the file impossible to delete.
+            log.error("header of %s: %s; shown with size 0, reads give EIO", path, problem)
+            return 0
+        self._remember_size(st, size)
+        return size
+
+    def _remember_size(self, st: os.stat_result, size: int) -> None:
+        with self._sizes_lock:
+            self._sizes[(st.st_dev, st.st_ino)] = ((st.st_mtime_ns, st.st_ctime_ns, st.st_size), size)
+            self._sizes.move_to_end((st.st_dev, st.st_ino))
+            if len(self._sizes) > SIZE_CACHE_ENTRIES:
+                self._sizes.popitem(last=False)
+
+    def _release(self, number: int) -> None:
+        """Drop a handle; at the last one, remember the size it leaves (timestamps are too
+        coarse to notice two header updates that keep the physical size)."""
+        handle = self.files.get(number)
+        entry = handle.open_file
+        if entry.refcount == 1 and not entry.file.realm_layout:
+            try:
+                self._remember_size(os.fstat(entry.fd), entry.file.size)
+            except OSError:
+                pass
+        self.files.release(number)
+
+    def opendir(self, path):
+        os.stat(self._real(path))
+        number = next(self._dir_numbers)
+        self._dirs[number] = path
+        return number
+
+    def releasedir(self, path, fh):
+        self._dirs.pop(fh, None)
+        return 0
+
+    def readdir(self, path, fh):
+        path = self._dirs.get(fh, path)
+        if path is None:
+            raise FuseOSError(errno.EBADF)
+        real = self._real(path)
+        names = [".", ".."]
+        with os.scandir(real) as entries:
+            for entry in entries:
+                if (path == "/" and entry.name in self.reserved) or entry.name.startswith(HIDDEN_PREFIX):
+                    continue
+                names.append(entry.name)
+        return names
+
+    def statfs(self, path):
+        sv = os.statvfs(self.backing)
+        return {key: getattr(sv, key) for key in (
+            "f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail", "f_ffree",
+            "f_files", "f_flag", "f_frsize", "f_namemax")}
+
+    def access(self, path, amode):
+        self._real(path)     # hidden names do not exist; permission checks: default_permissions
+        return 0
+
+    def chmod(self, path, mode):
+        os.chmod(self._real(path), stat.S_IMODE(mode))
+
+    def chown(self, path, uid, gid):
+        os.lchown(self._real(path), uid, gid)
+
+    def utimens(self, path, times=None):
+        real = self._real(path)
+        if times is None:
+            os.utime(real, follow_symlinks=False)
+            return
+        atime, mtime = times
+        if atime in _UTIME_SPECIAL or mtime in _UTIME_SPECIAL:
+            st = os.lstat(real)
+            now = time.time_ns()
+            atime = st.st_atime_ns if atime == _UTIME_OMIT else now if atime == _UTIME_NOW else atime
+            mtime = st.st_mtime_ns if mtime == _UTIME_OMIT else now if mtime == _UTIME_NOW else mtime
+        os.utime(real, ns=(atime, mtime), follow_symlinks=False)
+
+    def readlink(self, path):
+        return os.readlink(self._real(path))
+
+    # ------------------------------------------------------------------ namespace
+    def mkdir(self, path, mode):
+        real = self._real_new(path)
+        os.mkdir(real, mode)
+        self._owner(real)
+
+    def rmdir(self, path):
+        os.rmdir(self._real(path))
+
+    def unlink(self, path):
+        os.unlink(self._real(path))
+
+    def symlink(self, target, source):
+        # fusepy: ``target`` is the new link's path, ``source`` its contents
+        real = self._real_new(target)
+        os.symlink(source, real)
+        self._owner(real)
+
+    def _same_layout(self, old: str, new: str, real_old: str) -> None:
+        if self._realm(old) == self._realm(new) or os.path.basename(new).startswith(HIDDEN_PREFIX):
+            return
+        try:
+            st = os.lstat(real_old)
+        except FileNotFoundError:
+            return
+        if stat.S_ISREG(st.st_mode):
+            raise FuseOSError(errno.EXDEV)
+        if stat.S_ISDIR(st.st_mode):
+            return
+
+    def rename(self, old, new):
+        real_old, real_new = self._real(old), self._real_new(new)
+        self._same_layout(old, new, real_old)
+        os.rename(real_old, real_new)
+
+    def link(self, target, source):
+        # fusepy: ``target`` is the new name, ``source`` the existing file. libfuse's
+        # high-level API gives each name its own kernel inode (and page cache), so opens
+        # of a file with several links drop the cached pages (see _keep_cache): names
+        # are then coherent from close to open, as on NFS.
+        real_source, real_target = self._real(source), self._real_new(target)
+        self._same_layout(source, target, real_source)
+        os.link(real_source, real_target, follow_symlinks=False)
+
+    def mknod(self, path, mode, dev):
+        real = self._real_new(path)
+        if stat.S_ISREG(mode):
+            # a regular file made by mknod still needs its header: create it through the table
+            number = self.files.open(real, path, self._realm(path), os.O_EXCL, stat.S_IMODE(mode))
+            self._release(number)
+        else:
+            os.mknod(real, mode, dev)
+        self._owner(real)
+
+    # ------------------------------------------------------------------ file data
+    def create(self, path, mode, fi):
+        real = self._real_new(path)
+        number = self.files.open(real, path, self._realm(path), fi.flags, stat.S_IMODE(mode))
+        try:
+            self._owner(real)
+            if fi.flags & os.O_TRUNC and self.files.get(number).file.size:
+                self.files.get(number).file.truncate(0)
+        except BaseException:
+            self._release(number)
+            raise
+        fi.fh = number
+        fi.keep_cache = 1
+        return 0
+
+    def open(self, path, fi):
+        real = self._real(path)
+        accmode = fi.flags & os.O_ACCMODE
+        if self.read_only and (accmode != os.O_RDONLY or fi.flags & os.O_TRUNC):
+            raise FuseOSError(errno.EROFS)
+        number = self.files.open(real, path, self._realm(path), fi.flags)
+        try:
+            if fi.flags & os.O_TRUNC and accmode != os.O_RDONLY:
+                self.files.get(number).file.truncate(0)
+            keep = os.fstat(self.files.get(number).open_file.fd).st_nlink <= 1
+        except BaseException:
+            self._release(number)
+            raise
+        fi.fh = number
+        # Keep the page cache across opens: the daemon is BACKING's only writer, and every
+        # write reaches the kernel's cache of this inode first. Not for a file with other
+        # hard links: their kernel inodes have caches of their own.
+        fi.keep_cache = 1 if keep else 0
+        return 0
+
+    def read(self, path, size, offset, fh):
+        return self._handle(fh).file.read(offset, size)
+
+    def write(self, path, data, offset, fh):
+        handle = self._handle(fh)
+        return handle.file.write(offset, data)
+
+    def truncate(self, path, length, fh=None):
+        if self.read_only:
+            raise FuseOSError(errno.EROFS)
+        if fh:
+            self._handle(fh).file.truncate(length)
+            return 0
+        real = self._real(path)
+        st = os.lstat(real)
+        entry = self.files.lookup_inode(st.st_dev, st.st_ino)
+        if entry is not None:
+            entry.file.truncate(length)
+            return 0
+        number = self.files.open(real, path, self._realm(path), os.O_WRONLY)
+        try:
+            self.files.get(number).file.truncate(length)
+        finally:
+            self._release(number)
+        return 0
+
+    def flush(self, path, fh):
+        return 0   # EncryptedFile buffers nothing: every write already reached the backing file
+
+    def release(self, path, fh):
+        self._release(fh.fh if hasattr(fh, "fh") else fh)
+        return 0
+
+    def fsync(self, path, datasync, fh):
+        self._handle(fh).file.fsync(bool(datasync))
+        return 0
+
+    def fsyncdir(self, path, datasync, fh):
+        path = self._dirs.get(fh, path)
+        if path is None:
+            raise FuseOSError(errno.EBADF)
+        fd = os.open(self._real(path), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def init(self, path):
+        log.info("mounted %s", self.backing)
+
+    def destroy(self, path):
+        """Seal: fsync and close every open file, then flush the backing filesystem."""
+        if self.destroyed:
+            return
+        self.destroyed = True
+        count = self.files.close_all()
+        syncfs(self.backing)
+        log.info("sealed %s (%d files were open)", self.backing, count)
+
+
+def syncfs(path: str) -> None:
+    """syncfs(2) on the filesystem holding ``path``: every backing file reaches the disk,
+    including files closed earlier without fsync."""
+    import ctypes
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)

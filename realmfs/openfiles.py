@@ -1,0 +1,141 @@
+"""The open-file table: one EncryptedFile per backing inode, however many handles.
+
+Every FUSE handle (``fh``) maps to an ``OpenFile`` keyed by the backing file's
+``(st_dev, st_ino)``. All handles of an inode share one backing fd (O_RDWR, or
+O_RDONLY on a read-only mount), one EncryptedFile and so one lock and one IV cache:
+two handles can never hold different ideas of a page's counter.
+
+Invariants
+* Keyed by inode, not by path: rename and unlink of an open file keep working,
+  and a hard link opened by either name is the same OpenFile.
+* ``refcount`` == number of live handles; the fd is closed exactly when it drops
+  to zero (or at ``close_all``, which fsyncs first).
+* Thread-safe: the table has its own lock; data operations lock the EncryptedFile.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+
+from .pagecipher import PageCipher
+from .pagefile import EncryptedFile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OpenFile:
+    key: tuple[int, int]
+    fd: int
+    file: EncryptedFile
+    name: str
+    refcount: int = 0
+    handles: set = field(default_factory=set)
+
+
+@dataclass
+class Handle:
+    open_file: OpenFile
+    flags: int
+
+    @property
+    def file(self) -> EncryptedFile:
+        return self.open_file.file
+
+
+class OpenFiles:
+    def __init__(self, cipher: PageCipher, read_only: bool = False):
+        self.cipher = cipher
+        self.read_only = read_only
+        self.lock = threading.Lock()
+        self._by_inode: dict[tuple[int, int], OpenFile] = {}
+        self._handles: dict[int, Handle] = {}
+        self._numbers = itertools.count(1)
+
+    def __len__(self) -> int:
+        return len(self._by_inode)
+
+    def lookup_inode(self, dev: int, ino: int) -> OpenFile | None:
+        with self.lock:
+            return self._by_inode.get((dev, ino))
+
+    def open(self, backing_path: str, name: str, realm_layout: bool, flags: int,
+             create_mode: int | None = None) -> int:
+        """Open (or create, when ``create_mode`` is given) and return a new handle number."""
+        osflags = (os.O_RDONLY if self.read_only else os.O_RDWR) | os.O_CLOEXEC | os.O_NOFOLLOW
+        if create_mode is not None:
+            osflags |= os.O_CREAT | (flags & os.O_EXCL)
+            fd = os.open(backing_path, osflags, create_mode)
+        else:
+            fd = os.open(backing_path, osflags)
+        try:
+            st = os.fstat(fd)
+            key = (st.st_dev, st.st_ino)
+            with self.lock:
+                entry = self._by_inode.get(key)
+                if entry is None:
+                    ef = EncryptedFile(fd, self.cipher, realm_layout=realm_layout, name=name,
+                                       read_only=self.read_only, key_checked=True)
+                    entry = OpenFile(key, fd, ef, name)
+                    self._by_inode[key] = entry
+                    fd = -1          # owned by the entry now
+                number = next(self._numbers)
+                entry.refcount += 1
+                entry.handles.add(number)
+                self._handles[number] = Handle(entry, flags)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        return number
+
+    def get(self, number: int) -> Handle:
+        handle = self._handles.get(number)
+        if handle is None:
+            raise OSError(9, "bad file handle")   # EBADF
+        return handle
+
+    def release(self, number: int) -> None:
+        with self.lock:
+            handle = self._handles.pop(number, None)
+            if handle is None:
+                return
+            entry = handle.open_file
+            entry.refcount -= 1
+            entry.handles.discard(number)
+            if entry.refcount > 0:
+                return
+            del self._by_inode[entry.key]
+        self._close(entry, sync=False)
+
+    @staticmethod
+    def _close(entry: OpenFile, sync: bool) -> None:
+        try:
+            if sync and not entry.file.read_only:
+                entry.file.fsync()
+            entry.file.close()
+        finally:
+            os.close(entry.fd)
+
+    def close_all(self) -> int:
+        """Fsync and close every open file (unmount); returns how many were open."""
+        with self.lock:
+            entries = list(self._by_inode.values())
+            self._by_inode.clear()
+            self._handles.clear()
+        for entry in entries:
+            try:
+                self._close(entry, sync=True)
+            except Exception:   # noqa: BLE001 - keep sealing the others
+                log.exception("could not fsync/close %s at unmount", entry.name)
+        return len(entries)
+
+    def sync_all(self) -> None:
+        with self.lock:
+            entries = list(self._by_inode.values())
+        for entry in entries:
+            if not entry.file.read_only:
+                entry.file.fsync()
