@@ -21,12 +21,12 @@ fi
 [ -e /dev/fuse ] || fail "/dev/fuse is missing (in a container: run with --device /dev/fuse --cap-add SYS_ADMIN)"
 say "installing realmfs and its Python dependencies (pip)"
 pip_install() { python3 -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v -i 'running pip as the .root' || true; }
-if ! python3 -c 'import cryptography, fuse, psutil, numpy' 2>/dev/null; then
+if ! python3 -c 'import cryptography, fuse, psutil' 2>/dev/null; then
     pip_install -e . || true
     # Debian 12 marks its Python "externally managed" (PEP 668)
-    python3 -c 'import cryptography, fuse, psutil, numpy' 2>/dev/null || pip_install --break-system-packages -e .
+    python3 -c 'import cryptography, fuse, psutil' 2>/dev/null || pip_install --break-system-packages -e .
 fi
-python3 -c 'import cryptography, fuse, psutil, numpy' || fail "Python dependencies could not be installed"
+python3 -c 'import cryptography, fuse, psutil' || fail "Python dependencies could not be installed"
 
 realmfs() { PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" python3 -m realmfs "$@"; }
 
@@ -102,6 +102,8 @@ realmfs unmount "$MNT"
 # ---------------------------------------------------------------- ciphertext check
 say "backing files are ciphertext: looking for the marker $MARKER"
 ls -la "$BACKING"
+echo "first bytes of the sealed backing file of shop.db (header page, then IV table and pages):"
+od -A x -t x1z -N 96 "$BACKING/shop.db"
 if grep -r -l -a -F "$MARKER" "$BACKING"; then fail "plaintext found in the backing directory"; fi
 echo "OK: the marker is in none of the backing files"
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need on a fresh Debian machine, then runs them.
-# Usage: bash scripts/test.sh [pytest arguments]
+# Usage: bash scripts/test.sh                    everything: all tiers, then the engine suite on a realmfs mount
+#        bash scripts/test.sh [pytest arguments]  only pytest, with those arguments (e.g. tests/unit)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,5 +19,13 @@ fi
 echo "== installing Python packages (pip)"
 python3 -m pip install -q --disable-pip-version-check -e '.[test,bench]' 2>&1 | grep -v -i 'running pip as the .root' || true
 
-echo "== running the tests"
-exec python3 -m pytest "$@"
+if [ $# -gt 0 ]; then
+    exec python3 -m pytest "$@"
+fi
+
+echo "== running the tests (unit, pagefile, offline, mount, engine)"
+status=0
+python3 -m pytest -q || status=$?
+echo "== running the engine suite again, its databases on a realmfs mount"
+python3 scripts/engine_on_mount.py -q || status=$?
+exit $status
