@@ -1,0 +1,1 @@
+"""Helpers of scripts/bench.py: targets (plain, realmfs, peers), workloads, daemon monitor."""

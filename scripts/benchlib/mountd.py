@@ -1,0 +1,166 @@
+"""Serve one Python FUSE mount in this process until stdin closes; the harness's child.
+
+    mountd.py --probe KIND           exit 0 if KIND can be mounted here, else print why
+    mountd.py KIND BACKING MOUNTPOINT
+
+KIND is ``realmfs`` (``realmfs.api.mounted`` with a fresh key; extra FUSE
+options from BENCH_REALMFS_OPTS, e.g. "max_read=131072", to try tuning levers) or
+``loopback`` (a fusepy pass-through without crypto: the floor any fusepy
+filesystem starts from; FUSE options from BENCH_LOOPBACK_OPTS, e.g.
+"big_writes,kernel_cache,nothreads").
+
+Protocol: prints "ready PID" on stdout once the mount is usable, PID being the
+FUSE daemon's (realmfs runs its own detached daemon process); unmounts and exits
+when stdin reaches EOF (the harness closes it), so the mount is not left behind
+by a harness that dies: its end of the pipe closes with it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO)
+
+
+def is_mounted(path: str) -> bool:
+    path = os.path.realpath(path)
+    with open("/proc/mounts") as mounts:
+        return any(line.split()[1] == path for line in mounts)
+
+
+def serve_realmfs(backing: str, mountpoint: str) -> None:
+    from realmfs import config
+    from realmfs.api import mounted
+    from realmfs.keys import Key
+
+    key = Key.generate()
+    if config.load(backing) is None:
+        config.create(backing, key)  # what 'realmfs init' does: the normal, checked setup
+    options = [o for o in os.environ.get("BENCH_REALMFS_OPTS", "").split(",") if o]
+    # The daemon's log goes next to the backing dir, inside the bench's temporary directory.
+    log_file = os.path.join(os.path.dirname(backing), "realmfs-daemon.log")
+    with mounted(backing, mountpoint, key, options=options, log_file=log_file) as m:
+        print(f"ready {m.pid}", flush=True)
+        sys.stdin.buffer.read()  # until the harness closes our stdin
+
+
+def serve_loopback(backing: str, mountpoint: str) -> None:
+    from fuse import FUSE
+
+    options = {}
+    for item in os.environ.get("BENCH_LOOPBACK_OPTS", "").split(","):
+        name, _, value = item.partition("=")
+        if name:
+            options[name] = value or True
+
+    def announce_then_wait():
+        while not is_mounted(mountpoint):
+            time.sleep(0.02)
+        print(f"ready {os.getpid()}", flush=True)
+        sys.stdin.buffer.read()
+        subprocess.run(["fusermount", "-u", mountpoint], capture_output=True)
+
+    threading.Thread(target=announce_then_wait, daemon=True).start()
+    FUSE(_loopback_class()(backing), mountpoint, foreground=True, **options)  # returns once unmounted
+
+
+def _loopback_class():
+    from fuse import FuseOSError, Operations
+
+    class Loopback(Operations):
+        """Every call forwarded to the same path under the backing directory."""
+
+        def __init__(self, root: str):
+            self.root = os.path.realpath(root)
+
+        def _p(self, path: str) -> str:
+            return self.root + path
+
+        def __call__(self, op, path, *args):
+            try:
+                return super().__call__(op, self._p(path), *args)
+            except OSError as error:
+                raise FuseOSError(error.errno or errno.EIO)
+
+        def getattr(self, path, fh=None):
+            st = os.lstat(path)
+            return {key: getattr(st, key) for key in (
+                "st_atime", "st_ctime", "st_gid", "st_mode", "st_mtime", "st_nlink", "st_size",
+                "st_uid", "st_blocks")}
+
+        def readdir(self, path, fh):
+            return [".", ".."] + os.listdir(path)
+
+        def statfs(self, path):
+            st = os.statvfs(path)
+            return {key: getattr(st, key) for key in (
+                "f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail", "f_ffree", "f_files",
+                "f_flag", "f_frsize", "f_namemax")}
+
+        def access(self, path, mode):
+            if not os.access(path, mode):
+                raise FuseOSError(errno.EACCES)
+
+        chmod = lambda self, path, mode: os.chmod(path, mode)
+        chown = lambda self, path, uid, gid: os.chown(path, uid, gid)
+        mkdir = lambda self, path, mode: os.mkdir(path, mode)
+        rmdir = lambda self, path: os.rmdir(path)
+        unlink = lambda self, path: os.unlink(path)
+        utimens = lambda self, path, times=None: os.utime(path, times)
+        readlink = lambda self, path: os.readlink(path)
+        open = lambda self, path, flags: os.open(path, flags)
+        # O_RDWR, not O_WRONLY: the kernel reads through this fh too (mmap page faults).
+        create = lambda self, path, mode, fi=None: os.open(path, os.O_RDWR | os.O_CREAT, mode)
+        read = lambda self, path, size, offset, fh: os.pread(fh, size, offset)
+        write = lambda self, path, data, offset, fh: os.pwrite(fh, data, offset)
+        flush = lambda self, path, fh: None
+        release = lambda self, path, fh: os.close(fh)
+        fsync = lambda self, path, datasync, fh: os.fdatasync(fh) if datasync else os.fsync(fh)
+
+        def rename(self, old, new):
+            os.rename(old, self._p(new))
+
+        def link(self, target, source):  # fusepy: target is the new name (already rewritten)
+            os.link(self._p(source), target)
+
+        def symlink(self, target, source):
+            os.symlink(source, target)
+
+        def truncate(self, path, length, fh=None):
+            if fh is not None:
+                os.ftruncate(fh, length)
+            else:
+                os.truncate(path, length)
+
+    return Loopback
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--probe"]:
+        kind = argv[1]
+        try:
+            if kind == "realmfs":
+                import realmfs.api  # noqa: F401
+                from realmfs.keys import Key  # noqa: F401
+            else:
+                import fuse  # noqa: F401
+        except Exception as error:  # a half-written module may fail in any way
+            print(f"not available: {type(error).__name__}: {error}")
+            return 1
+        return 0
+    kind, backing, mountpoint = argv
+    if kind == "realmfs":
+        serve_realmfs(backing, mountpoint)
+    else:
+        serve_loopback(backing, mountpoint)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
