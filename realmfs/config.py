@@ -43,6 +43,9 @@ TEMP_SUFFIX = ".tmp"
 RESERVED_NAMES = frozenset({CONFIG_NAME, LOCK_NAME, CONFIG_NAME + TEMP_SUFFIX})
 # per-file temporaries of offline tools (rekey, encrypt, decrypt): never user data, anywhere
 TOOL_TEMP_SUFFIX = ".realmfs-tmp"
+# the mount's temporaries of a rename across layouts (transcode.py): PREFIX + random + TOOL_TEMP_SUFFIX;
+# hidden and reserved on the mount at every level, swept at the next mount
+RENAME_TEMP_PREFIX = ".realmfs-rename-"
 # FUSE's silly-renamed unlinked-but-open files (fuseops.HIDDEN_PREFIX): not user data either
 FUSE_HIDDEN_PREFIX = ".fuse_hidden"
 CONFIG_VERSION = 1

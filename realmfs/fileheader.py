@@ -7,9 +7,15 @@ is not a ``.realm`` file starts with one 4096-byte header page carrying them::
     offset 2048  slot B (76 bytes, identical to A after every complete update)
     all other bytes zero
 
-    slot: magic "RLMFSHDR" | version u16 | flags u16 | reserved u32 (0)
+    slot: magic "RLMFSHDR" | version u16 | flags u16 | counter floor u32
           | file id 16 | sequence u64 | plaintext size u64
           | HMAC-SHA224(mac key, "realmfs-header\\0" || the 48 bytes before it)
+
+The counter floor (the field was ``reserved``, always 0, in the first version-1
+files, which read as floor 0) is at least every page counter a truncation ever cut
+away with whole IV blocks: every page write of the file uses a counter above it, so
+pages regrown where blocks were cut never repeat an IV. It only grows, and is
+written together with the new size before the cut (pagefile.py).
 
 Both slots are written by one ``pwrite`` of the whole page. A crash cannot tear a
 page write, and a torn sector after power loss leaves one slot new and one old:
@@ -37,6 +43,7 @@ class Header(NamedTuple):
     file_id: bytes
     sequence: int
     size: int
+    counter_floor: int = 0
 
 
 class HeaderProblem(Exception):
@@ -49,7 +56,7 @@ class HeaderProblem(Exception):
 
 def pack_page(header: Header, mac) -> bytes:
     """The full header page for ``header``; ``mac(message)`` is the key's HMAC."""
-    body = _BODY.pack(MAGIC, VERSION, 0, 0, header.file_id, header.sequence, header.size)
+    body = _BODY.pack(MAGIC, VERSION, 0, header.counter_floor, header.file_id, header.sequence, header.size)
     slot = body + mac(_MAC_CONTEXT + body)
     page = bytearray(HEADER_SIZE)
     for offset in SLOT_OFFSETS:
@@ -61,10 +68,10 @@ def _unpack_slot(raw: bytes, mac) -> Header | None:
     body, tag = raw[:_BODY.size], raw[_BODY.size:SLOT_SIZE]
     if not hmac.compare_digest(mac(_MAC_CONTEXT + body), tag):
         return None
-    magic, version, flags, _reserved, file_id, sequence, size = _BODY.unpack(body)
+    magic, version, flags, counter_floor, file_id, sequence, size = _BODY.unpack(body)
     if version != VERSION:
         raise HeaderProblem("damaged", f"unsupported header version {version} (this realmfs reads {VERSION})")
-    return Header(file_id, sequence, size)
+    return Header(file_id, sequence, size, counter_floor)
 
 
 def unpack_page(page: bytes, mac) -> Header:

@@ -19,8 +19,12 @@ Invariants
   cached per inode with (mtime, ctime, physical size) and refreshed at every last
   close, so ``ls`` decrypts nothing and never sees a stale size.
 * The config and lock files of BACKING are invisible and cannot be created.
-* A file never changes layout under its data: rename or link between a realm
-  name and a non-realm name is refused with EXDEV (``mv`` then copies).
+* A file never changes layout under its data. A rename between a realm name and a
+  non-realm name re-encrypts a closed regular file into the target's layout
+  (transcode.py; Realm Core's compaction renames ``X.realm.tmp_compaction_space`` to
+  ``X.realm``); for a file that is open or has other hard links it is EXDEV, and so is
+  every such hard link (``mv`` then copies). The rename's temporaries
+  (``RENAME_TEMP_PREFIX``) are invisible at every level and cannot be created.
 * The kernel page cache is kept across opens (keep_cache) except for files with
   several hard links: libfuse shows each link as its own kernel inode, so those
   are re-read at every open (close-to-open coherence between names).
@@ -38,8 +42,8 @@ from collections import OrderedDict
 
 from fuse import FuseOSError, Operations, fuse_get_context
 
-from . import fileheader
-from .config import FUSE_HIDDEN_PREFIX
+from . import fileheader, transcode
+from .config import FUSE_HIDDEN_PREFIX, RENAME_TEMP_PREFIX
 from .errors import IntegrityError, RealmfsError
 from .fileheader import HeaderProblem
 from .layout import HEADER_SIZE, body_to_data_size
@@ -49,10 +53,10 @@ from .pagecipher import PageCipher
 log = logging.getLogger(__name__)
 
 SIZE_CACHE_ENTRIES = 4096
-HIDDEN_PREFIX = ".fuse_hidden"
+HIDDEN_PREFIX = FUSE_HIDDEN_PREFIX     # libfuse's name for unlinked files that are still open
 # utimensat's special tv_nsec values with tv_sec 0, as fusepy's use_ns turns them into ns
 _UTIME_NOW, _UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
-_UTIME_SPECIAL = (_UTIME_NOW, _UTIME_OMIT)     # libfuse's name for unlinked files that are still open
+_UTIME_SPECIAL = (_UTIME_NOW, _UTIME_OMIT)
 _STAT_KEYS = ("st_mode", "st_ino", "st_dev", "st_nlink", "st_uid", "st_gid", "st_size",
               "st_atime_ns", "st_mtime_ns", "st_ctime_ns", "st_blocks", "st_blksize", "st_rdev")
 
@@ -121,25 +125,31 @@ class RealmfsOps(Operations):
 
     # ------------------------------------------------------------------ paths
     def _real(self, path: str) -> str:
-        if path.count("/") == 1 and path[1:] in self.reserved:
+        if self._is_reserved(path):
             raise FuseOSError(errno.ENOENT)
         return self.backing + path if path != "/" else self.backing
 
     def _real_new(self, path: str) -> str:
         """Backing path for something about to be created: reserved names are refused."""
-        if path.count("/") == 1 and path[1:] in self.reserved:
+        if self._is_reserved(path):
             raise FuseOSError(errno.EPERM)
         return self.backing + path
+
+    def _is_reserved(self, path: str) -> bool:
+        """The config and lock at the top, a rename's temporaries anywhere."""
+        name = path.rpartition("/")[2]
+        return (path.count("/") == 1 and name in self.reserved) or name.startswith(RENAME_TEMP_PREFIX)
 
     def _realm(self, path: str) -> bool:
         return bool(self.is_realm_file(os.path.basename(path)))
 
     def sweep_hidden(self) -> int:
-        """Remove .fuse_hidden* files a crashed daemon left: unlinked files nobody can reach."""
+        """Remove what a crashed daemon left: .fuse_hidden* files (unlinked files nobody can
+        reach) and the temporaries of an unfinished rename across layouts."""
         removed = 0
         for root, _dirs, files in os.walk(self.backing):
             for name in files:
-                if name.startswith(HIDDEN_PREFIX):
+                if name.startswith(HIDDEN_PREFIX) or transcode.is_rename_temp(name):
                     try:
                         os.unlink(os.path.join(root, name))
                         removed += 1
@@ -202,6 +212,12 @@ class RealmfsOps(Operations):
             if len(self._sizes) > SIZE_CACHE_ENTRIES:
                 self._sizes.popitem(last=False)
 
+    def _forget_size(self, st: os.stat_result) -> None:
+        """Drop the cached size of an inode that a rename replaced or removed (inode
+        numbers are reused)."""
+        with self._sizes_lock:
+            self._sizes.pop((st.st_dev, st.st_ino), None)
+
     def _release(self, number: int) -> None:
         """Drop a handle; at the last one, remember the size it leaves (timestamps are too
         coarse to notice two header updates that keep the physical size)."""
@@ -232,7 +248,8 @@ class RealmfsOps(Operations):
         names = [".", ".."]
         with os.scandir(real) as entries:
             for entry in entries:
-                if (path == "/" and entry.name in self.reserved) or entry.name.startswith(HIDDEN_PREFIX):
+                if ((path == "/" and entry.name in self.reserved)
+                        or entry.name.startswith((HIDDEN_PREFIX, RENAME_TEMP_PREFIX))):
                     continue
                 names.append(entry.name)
         return names
@@ -287,22 +304,47 @@ class RealmfsOps(Operations):
         os.symlink(source, real)
         self._owner(real)
 
-    def _same_layout(self, old: str, new: str, real_old: str) -> None:
-        if self._realm(old) == self._realm(new) or os.path.basename(new).startswith(HIDDEN_PREFIX):
-            return
-        try:
-            st = os.lstat(real_old)
-        except FileNotFoundError:
-            return
-        if stat.S_ISREG(st.st_mode):
-            raise FuseOSError(errno.EXDEV)
-        if stat.S_ISDIR(st.st_mode):
-            return
+    def _crosses_layouts(self, old: str, new: str) -> bool:
+        # libfuse hides an unlinked open file as .fuse_hidden*: a plain rename, the open
+        # EncryptedFile keeps its layout and the file only waits for its last close
+        return self._realm(old) != self._realm(new) and not os.path.basename(new).startswith(HIDDEN_PREFIX)
 
     def rename(self, old, new):
         real_old, real_new = self._real(old), self._real_new(new)
-        self._same_layout(old, new, real_old)
+        if self._crosses_layouts(old, new):
+            st = os.lstat(real_old)
+            if stat.S_ISREG(st.st_mode):     # directories and specials hold no pages
+                self._rename_converting(old, new, real_old, real_new, st)
+                return
         os.rename(real_old, real_new)
+
+    def _rename_converting(self, old: str, new: str, real_old: str, real_new: str,
+                           st: os.stat_result) -> None:
+        """Rename a regular file into the other layout by re-encrypting it (transcode.py)."""
+        if self.read_only:
+            raise FuseOSError(errno.EROFS)
+        if st.st_nlink > 1:
+            log.warning("rename %s -> %s refused (EXDEV): the file has other hard links, and one "
+                        "file cannot have two layouts", old, new)
+            raise FuseOSError(errno.EXDEV)
+        try:
+            target = os.lstat(real_new)
+        except FileNotFoundError:
+            target = None
+        if target is not None and stat.S_ISDIR(target.st_mode):
+            raise FuseOSError(errno.EISDIR)      # what rename(2) says, before any copying
+        if not self.files.hold_closed(st.st_dev, st.st_ino):
+            log.warning("rename %s -> %s refused (EXDEV): the file is open, and changing its layout "
+                        "(realm <-> header) needs it closed; close it first, or copy it", old, new)
+            raise FuseOSError(errno.EXDEV)
+        try:
+            transcode.convert_for_rename(real_old, real_new, self.cipher, self._realm(old),
+                                         self._realm(new), st)
+        finally:
+            self.files.release_held(st.st_dev, st.st_ino)
+            self._forget_size(st)
+            if target is not None:
+                self._forget_size(target)
 
     def link(self, target, source):
         # fusepy: ``target`` is the new name, ``source`` the existing file. libfuse's
@@ -310,7 +352,8 @@ class RealmfsOps(Operations):
         # of a file with several links drop the cached pages (see _keep_cache): names
         # are then coherent from close to open, as on NFS.
         real_source, real_target = self._real(source), self._real_new(target)
-        self._same_layout(source, target, real_source)
+        if self._crosses_layouts(source, target) and stat.S_ISREG(os.lstat(real_source).st_mode):
+            raise FuseOSError(errno.EXDEV)     # one file, two names: it cannot have two layouts
         os.link(real_source, real_target, follow_symlinks=False)
 
     def mknod(self, path, mode, dev):

@@ -17,6 +17,7 @@ Invariants
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -35,6 +36,7 @@ from .errors import (
     IntegrityError,
     NotEncrypted,
     NotRecognized,
+    RealmfsError,
     RekeyInProgress,
     WrongKey,
 )
@@ -43,21 +45,12 @@ from .layout import HEADER_SIZE, PAGE_SIZE
 from .pagecipher import PageCipher
 from .pagefile import looks_like_plain_realm, open_backing
 from .progress import disabled
+from .transcode import CHUNK, check_read_back, close_file, fsync_dir
 
 log = logging.getLogger(__name__)
 
-CHUNK = 256 * PAGE_SIZE   # 1 MiB per read/write: whole pages, a few metadata blocks
-
 
 # ---------------------------------------------------------------------- small helpers
-def fsync_dir(path: str) -> None:
-    fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _require_new(dst: str) -> None:
     if os.path.lexists(dst):
         raise AlreadyExists(f"{dst} already exists; refusing to overwrite it, choose a new name")
@@ -89,25 +82,44 @@ def temp_for(dst: str) -> str:
 def _publish(temp: str, dst: str) -> None:
     """Rename a finished temporary into place without ever replacing an existing DST."""
     if os.path.lexists(dst):
-        raise AlreadyExists(f"{dst} appeared while writing it; the result is left in {temp}")
+        # the caller removes the temporary (_publishing): say so, not where it was
+        raise AlreadyExists(f"{dst} appeared while writing it; nothing was published, "
+                            "run again with a new name")
     os.rename(temp, dst)
     fsync_dir(os.path.dirname(os.path.abspath(dst)))
 
 
-def close_file(ef) -> None:
-    ef.close()
-    os.close(ef.fd)
+@contextlib.contextmanager
+def _publishing(dst: str, tree_of: str | None = None):
+    """Build DST under its temporary name (yielded); when the block ends, fsync and rename
+    it to DST; on any error remove it, so a failed run leaves nothing behind.
+
+    With ``tree_of`` the temporary is a directory (0700) that already holds every
+    directory of the tree ``tree_of``, empty ones too; all of them are fsynced at the end.
+    """
+    temp = temp_for(dst)
+    try:
+        if tree_of is not None:
+            os.mkdir(temp, 0o700)
+            for root, dirs, _ in os.walk(tree_of):
+                for name in dirs:
+                    os.makedirs(os.path.join(temp, os.path.relpath(os.path.join(root, name), tree_of)),
+                                exist_ok=True)
+        yield temp
+        if tree_of is not None:
+            for root, _, _ in os.walk(temp):
+                fsync_dir(root)
+        _publish(temp, dst)
+    except BaseException:
+        _remove(temp)
+        raise
 
 
-def plain_digest(ef, progress=None) -> str:
-    """SHA-256 of the whole plaintext of an open EncryptedFile (strict reads)."""
-    digest = hashlib.sha256()
-    for offset in range(0, ef.size, CHUNK):
-        chunk = ef.read(offset, CHUNK)
-        digest.update(chunk)
-        if progress:
-            progress.advance(len(chunk))
-    return digest.hexdigest()
+def _count(progress, paths: list, name: str | None = None) -> None:
+    """Tell ``progress`` how many files and bytes are ahead (and the one file's name)."""
+    progress.files, progress.total = len(paths), sum(os.path.getsize(p) for p in paths)
+    if name is not None:
+        progress.file(name)
 
 
 def _source_files(src: str):
@@ -179,12 +191,8 @@ def _encrypt_file(src: str, dst: str, cipher: PageCipher, realm_layout: bool, pr
         ef.fsync()
     finally:
         close_file(ef)
-    check = open_backing(dst, cipher, realm_layout=realm_layout, read_only=True, key_checked=True)
-    try:
-        if plain_digest(check) != written.hexdigest():
-            raise Damaged(f"read-back of {dst} does not match {src}; nothing was published")
-    finally:
-        close_file(check)
+    check_read_back(dst, cipher, realm_layout, written.hexdigest(),
+                    f"read-back of {dst} does not match {src}; nothing was published")
     return padded
 
 
@@ -206,16 +214,10 @@ def encrypt(src: str, dst: str, key: Key, *, realm_pattern: str = configmod.DEFA
     if os.path.isfile(src):
         layout = pattern.is_realm_file(dst) if realm_layout is None else realm_layout
         _check_plain(src, layout)
-        temp = temp_for(dst)
-        progress.files, progress.total = 1, os.path.getsize(src)
-        progress.file(os.path.basename(src))
-        try:
+        _count(progress, [src], os.path.basename(src))
+        with _publishing(dst) as temp:
             if _encrypt_file(src, temp, cipher, layout, progress):
                 result.padded.append(os.path.basename(src))
-            _publish(temp, dst)
-        except BaseException:
-            _remove(temp)
-            raise
         result.files.append(os.path.basename(dst))
         result.bytes = os.path.getsize(src)
         return result
@@ -225,14 +227,9 @@ def encrypt(src: str, dst: str, key: Key, *, realm_pattern: str = configmod.DEFA
     sources = list(_source_files(src))
     for path, rel in sources:
         _check_plain(path, pattern.is_realm_file(rel) if realm_layout is None else realm_layout)
-    temp = temp_for(dst)
-    try:
-        os.mkdir(temp, 0o700)
+    with _publishing(dst, tree_of=src) as temp:
         config = configmod.create(temp, key, realm_pattern, keyslots=keyslot_list)
-        for root, dirs, _ in os.walk(src):     # empty directories too
-            for name in dirs:
-                os.makedirs(os.path.join(temp, os.path.relpath(os.path.join(root, name), src)), exist_ok=True)
-        progress.files, progress.total = len(sources), sum(os.path.getsize(p) for p, _ in sources)
+        _count(progress, [p for p, _ in sources])
         for path, rel in sources:
             progress.file(rel)
             layout = config.is_realm_file(rel) if realm_layout is None else realm_layout
@@ -240,12 +237,6 @@ def encrypt(src: str, dst: str, key: Key, *, realm_pattern: str = configmod.DEFA
                 result.padded.append(rel)
             result.files.append(rel)
             result.bytes += os.path.getsize(path)
-        for root, _, _ in os.walk(temp):
-            fsync_dir(root)
-        _publish(temp, dst)
-    except BaseException:
-        _remove(temp)
-        raise
     return result
 
 
@@ -273,14 +264,9 @@ def _first_damage(path: str, name: str, cipher: PageCipher, realm_layout: bool):
 def _decrypt_file(path: str, name: str, out: str, cipher: PageCipher, realm_layout: bool,
                   key_checked: bool, skip_damaged: bool, progress) -> list:
     """Decrypt one backing file into the new file ``out``; returns the pages zeroed."""
-    zeroed: list = []
     try:
-        ef = open_backing(path, cipher, realm_layout=realm_layout, read_only=True, key_checked=key_checked)
-        try:
-            _copy_plain(ef, out, progress)
-        finally:
-            close_file(ef)
-        return zeroed
+        _copy_plain(path, cipher, realm_layout, out, progress, read_only=True, key_checked=key_checked)
+        return []
     except (IntegrityError, Damaged) as error:
         if isinstance(error, NotEncrypted):
             raise
@@ -295,15 +281,20 @@ def _decrypt_file(path: str, name: str, out: str, cipher: PageCipher, realm_layo
             if first.page is None:
                 raise Damaged(f"{name}: {reason}") from error
             raise IntegrityError(name, first.page, reason) from error
-    ef = open_backing(path, cipher, realm_layout=realm_layout, salvage=True, key_checked=True)
-    try:
-        _copy_plain(ef, out, progress)
-    finally:
-        close_file(ef)
+    _copy_plain(path, cipher, realm_layout, out, progress, salvage=True, key_checked=True)
     return bad
 
 
-def _copy_plain(ef, out: str, progress) -> None:
+def _copy_plain(path: str, cipher: PageCipher, realm_layout: bool, out: str, progress, **open_options) -> None:
+    """Open ``path`` (``open_options`` as open_backing's) and write its plaintext to ``out``, fsynced."""
+    ef = open_backing(path, cipher, realm_layout=realm_layout, **open_options)
+    try:
+        _write_plain(ef, out, progress)
+    finally:
+        close_file(ef)
+
+
+def _write_plain(ef, out: str, progress) -> None:
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "wb", closefd=False) as f:
@@ -315,6 +306,18 @@ def _copy_plain(ef, out: str, progress) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _unrecognized(src: str, layout: bool, error: RealmfsError) -> NotRecognized | None:
+    """A lone file that failed to open as ``layout``: NotRecognized if it is no ciphertext
+    of that kind at all, else None (the original error stands)."""
+    if layout and not isinstance(error, NotEncrypted) and not verify.has_realm_iv_table(src):
+        return NotRecognized(f"{src} is not an encrypted file: no realmfs header and no Realm IV table")
+    with open(src, "rb") as f:
+        headerless = not verify.has_realmfs_header(f.read(HEADER_SIZE))
+    if not layout and headerless:     # --layout header forced on a file without one
+        return NotRecognized(f"{src} has no realmfs header: not a file realmfs encrypted")
+    return None
 
 
 def _lone_file_layout(src: str, realm_layout: bool | None) -> bool:
@@ -337,25 +340,15 @@ def decrypt(src: str, dst: str, key: Key, *, skip_damaged: bool = False,
     result = DecryptResult(dst)
     if os.path.isfile(src):
         layout = _lone_file_layout(src, realm_layout)
-        temp = temp_for(dst)
-        progress.files, progress.total = 1, os.path.getsize(src)
-        progress.file(os.path.basename(src))
-        try:
+        _count(progress, [src], os.path.basename(src))
+        with _publishing(dst) as temp:
             try:
                 result.zeroed = _decrypt_file(src, src, temp, cipher, layout, False, skip_damaged, progress)
             except (WrongKey, Damaged) as error:
-                if layout and not isinstance(error, NotEncrypted) and not verify.has_realm_iv_table(src):
-                    raise NotRecognized(f"{src} is not an encrypted file: no realmfs header and no "
-                                        "Realm IV table") from None
-                with open(src, "rb") as f:
-                    headerless = not verify.has_realmfs_header(f.read(HEADER_SIZE))
-                if not layout and headerless:     # --layout header forced on a file without one
-                    raise NotRecognized(f"{src} has no realmfs header: not a file realmfs encrypted") from None
+                unrecognized = _unrecognized(src, layout, error)
+                if unrecognized is not None:
+                    raise unrecognized from None
                 raise
-            _publish(temp, dst)
-        except BaseException:
-            _remove(temp)
-            raise
         result.files.append(os.path.basename(src))
         result.bytes = os.path.getsize(dst)
         return result
@@ -363,41 +356,36 @@ def decrypt(src: str, dst: str, key: Key, *, skip_damaged: bool = False,
     _warn_if_mounted(src)
     key_checked = bool(config.key_check)
     files = [(p, os.path.relpath(p, src)) for p in configmod.backing_files(src)]
-    temp = temp_for(dst)
-    try:
-        os.mkdir(temp, 0o700)
-        for root, dirs, _ in os.walk(src):
-            for name in dirs:
-                os.makedirs(os.path.join(temp, os.path.relpath(os.path.join(root, name), src)), exist_ok=True)
-        progress.files, progress.total = len(files), sum(os.path.getsize(p) for p, _ in files)
+    with _publishing(dst, tree_of=src) as temp:
+        _count(progress, [p for p, _ in files])
         for path, rel in files:
             progress.file(rel)
             result.zeroed += _decrypt_file(path, rel, os.path.join(temp, rel), cipher,
                                            config.is_realm_file(rel), key_checked, skip_damaged, progress)
             result.files.append(rel)
             result.bytes += os.path.getsize(os.path.join(temp, rel))
-        for root, _, _ in os.walk(temp):
-            fsync_dir(root)
-        _publish(temp, dst)
-    except BaseException:
-        _remove(temp)
-        raise
     return result
 
 
 # ---------------------------------------------------------------------- key slots
+def _slot_editable_config(backing: str, master: Key) -> configmod.Config:
+    """The config of ``backing``, proven under ``master`` and not in the middle of a rekey."""
+    config = configmod.load(backing)
+    if config is None:
+        raise BadPath(f"{backing} has no realmfs config; run 'realmfs init' first")
+    configmod.unlock(config, master)
+    if config.rekey is not None:
+        raise RekeyInProgress(f"a rekey of {backing} is unfinished; run 'realmfs rekey {backing}' first")
+    return config
+
+
 def set_passphrase(backing: str, unlocked: keyslots.Unlocked, secret: bytes, kdf: dict | None = None) -> str:
     """Replace the passphrase slot that unlocked (or the only one; or add one).
 
     Only the slot changes: the master key and every data byte stay as they are.
     Returns a description of what changed.
     """
-    config = configmod.load(backing)
-    if config is None:
-        raise BadPath(f"{backing} has no realmfs config; run 'realmfs init' first")
-    configmod.unlock(config, unlocked.master)
-    if config.rekey is not None:
-        raise RekeyInProgress(f"a rekey of {backing} is unfinished; run 'realmfs rekey {backing}' first")
+    config = _slot_editable_config(backing, unlocked.master)
     slot = keyslots.make_slot(keyslots.PASSPHRASE, secret, unlocked.master, kdf)
     passphrase_slots = [i for i, s in enumerate(config.keyslots) if s.get("type") == keyslots.PASSPHRASE]
     if unlocked.index is not None and unlocked.index in passphrase_slots:
@@ -418,12 +406,7 @@ def set_passphrase(backing: str, unlocked: keyslots.Unlocked, secret: bytes, kdf
 
 def add_recovery_key(backing: str, unlocked: keyslots.Unlocked, path: str) -> str:
     """Write a new random recovery key to ``path`` (0600) and add a keyfile slot for it."""
-    config = configmod.load(backing)
-    if config is None:
-        raise BadPath(f"{backing} has no realmfs config; run 'realmfs init' first")
-    configmod.unlock(config, unlocked.master)
-    if config.rekey is not None:
-        raise RekeyInProgress(f"a rekey of {backing} is unfinished; run 'realmfs rekey {backing}' first")
+    config = _slot_editable_config(backing, unlocked.master)
     recovery = Key.generate()
     write_key_file(path, recovery)
     config.keyslots.append(keyslots.make_slot(keyslots.KEYFILE, recovery.raw, unlocked.master))

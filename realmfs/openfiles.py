@@ -11,6 +11,9 @@ Invariants
 * ``refcount`` == number of live handles; the fd is closed exactly when it drops
   to zero (or at ``close_all``, which fsyncs first).
 * Thread-safe: the table has its own lock; data operations lock the EncryptedFile.
+* An inode held closed (``hold_closed``: a rename re-encrypting it into the other
+  layout) gets no new handle: an open of it waits until it is released and then
+  opens its path again, so it sees the renamed-away name as gone, not stale data.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class OpenFiles:
         self._by_inode: dict[tuple[int, int], OpenFile] = {}
         self._handles: dict[int, Handle] = {}
         self._numbers = itertools.count(1)
+        self._held: set[tuple[int, int]] = set()      # inodes held closed (hold_closed)
+        self._released = threading.Condition(self.lock)
 
     def __len__(self) -> int:
         return len(self._by_inode)
@@ -63,9 +68,29 @@ class OpenFiles:
         with self.lock:
             return self._by_inode.get((dev, ino))
 
+    def hold_closed(self, dev: int, ino: int) -> bool:
+        """Keep the inode from being opened until ``release_held``; False if it is open now."""
+        with self.lock:
+            if (dev, ino) in self._by_inode:
+                return False
+            self._held.add((dev, ino))
+            return True
+
+    def release_held(self, dev: int, ino: int) -> None:
+        with self.lock:
+            self._held.discard((dev, ino))
+            self._released.notify_all()
+
     def open(self, backing_path: str, name: str, realm_layout: bool, flags: int,
              create_mode: int | None = None) -> int:
         """Open (or create, when ``create_mode`` is given) and return a new handle number."""
+        while True:
+            number = self._open_once(backing_path, name, realm_layout, flags, create_mode)
+            if number is not None:
+                return number
+
+    def _open_once(self, backing_path, name, realm_layout, flags, create_mode) -> int | None:
+        """One attempt; None if the inode was held closed (the caller opens the path again)."""
         osflags = (os.O_RDONLY if self.read_only else os.O_RDWR) | os.O_CLOEXEC | os.O_NOFOLLOW
         if create_mode is not None:
             osflags |= os.O_CREAT | (flags & os.O_EXCL)
@@ -76,6 +101,10 @@ class OpenFiles:
             st = os.fstat(fd)
             key = (st.st_dev, st.st_ino)
             with self.lock:
+                if key in self._held:
+                    while key in self._held:
+                        self._released.wait()
+                    return None
                 entry = self._by_inode.get(key)
                 if entry is None:
                     ef = EncryptedFile(fd, self.cipher, realm_layout=realm_layout, name=name,

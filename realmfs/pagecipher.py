@@ -36,6 +36,7 @@ from .layout import (
 )
 
 _ENTRY = struct.Struct("<I28sI28s")
+_COUNTERS = struct.Struct("<I28xI28x")     # the two counters of an entry, MACs skipped
 _IV = struct.Struct("<Iq4x")
 _BINDING = struct.Struct("<16sQI")
 _ZERO_PAGE = bytes(PAGE_SIZE)
@@ -75,6 +76,13 @@ def next_counter(*seen: int) -> int:
     """
     counter = (max(seen) + 1) & COUNTER_MAX
     return counter or 1
+
+
+def max_counter(entries) -> int:
+    """The highest counter, slot 1 or slot 2, in a run of packed IV-table entries
+    (a trailing partial entry is ignored)."""
+    whole = len(entries) - len(entries) % ENTRY_SIZE
+    return max((c for pair in _COUNTERS.iter_unpack(bytes(entries[:whole])) for c in pair), default=0)
 
 
 def page_iv(counter: int, page: int) -> bytes:
@@ -123,16 +131,17 @@ class PageCipher:
         return self._aes.decrypt(ciphertext, [page_iv(counter, page)])
 
     def seal_page(self, plaintext, old: Entry, page: int, binding_id: bytes | None,
-                  floor: int = 0) -> tuple[bytes, Entry]:
+                  floor: int = 0, file_floor: int = 0) -> tuple[bytes, Entry]:
         """Encrypt one page for writing: returns (ciphertext, new entry).
 
         The previous slot 1 moves to slot 2 (Realm Core's order), unless ``floor`` says
         slot 1 is a torn write: then the verified slot 2 stays. The counter continues
-        after the highest counter seen (``floor`` included) so no IV is used twice.
+        after the highest counter seen (``floor`` and the file's ``file_floor``, the
+        header's counter floor, included) so no IV is used twice.
         """
         keep = (old.iv2, old.mac2) if floor else (old.iv1, old.mac1)
         # an entry cleared by a truncation (iv1 = 0) keeps its page's last counter in iv2
-        counter = next_counter(old.iv1 or old.iv2, old.iv2 if floor else 0, floor)
+        counter = next_counter(old.iv1 or old.iv2, old.iv2 if floor else 0, floor, file_floor)
         while True:
             ciphertext = self.encrypt_page(plaintext, counter, page)
             mac = self.mac(ciphertext, binding(binding_id, page, counter))

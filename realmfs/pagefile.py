@@ -11,8 +11,10 @@ Invariants
 * A page is returned only if it authenticates in slot 1 or slot 2. Every other
   outcome is zeros (never written, or a state only a crash or Realm Core's own
   shrink leaves in a ``.realm`` file) or an IntegrityError naming file and page.
-* Every page write uses a counter above every counter seen for that page; the
-  order of the backing writes is decided in ``_write_group`` alone.
+* Every page write uses a counter above every counter seen for that page and, in the
+  header layout, above the header's counter floor (counters of pages whose IV blocks
+  a truncation cut away); the order of the backing writes is decided in
+  ``_write_group`` alone.
 * Bytes past the logical size inside the last page are zero on disk (header
   layout), so a file that grows again reads zeros there.
 * All public methods hold ``self.lock``; the object is safe to share between threads.
@@ -29,6 +31,7 @@ from . import fileheader
 from .errors import Damaged, IntegrityError, NotEncrypted, ReadOnly, RealmfsError, WrongKey
 from .fileheader import FILE_ID_SIZE, Header, HeaderProblem
 from .layout import (
+    BLOCK_BYTES,
     ENTRIES_PER_BLOCK,
     ENTRY_SIZE,
     HEADER_BASE,
@@ -44,7 +47,7 @@ from .layout import (
     page_offset,
     pages_for,
 )
-from .pagecipher import EMPTY_ENTRY, Entry, PageCipher, ReadResult, page_iv
+from .pagecipher import EMPTY_ENTRY, Entry, PageCipher, ReadResult, max_counter, page_iv
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,7 @@ class EncryptedFile:
         self._file_id: bytes | None = None
         self._sequence = 0
         self._size = 0
+        self._counter_floor = 0   # header layout: no page counter at or below it is ever used again
         self._open()
 
     # ------------------------------------------------------------------ opening
@@ -122,7 +126,7 @@ class EncryptedFile:
             header = fileheader.unpack_page(page, self.cipher.mac_message)
         except HeaderProblem as problem:
             raise self._header_error(problem, page) from None
-        self._file_id, self._sequence, self._size = header
+        self._file_id, self._sequence, self._size, self._counter_floor = header
         body = physical - HEADER_SIZE
         if body % PAGE_SIZE and not self.salvage:
             raise Damaged(f"{self.name}: backing size {physical} is not a whole number of pages; "
@@ -369,7 +373,7 @@ class EncryptedFile:
             old = self._entry(meta, page)
             first_writes |= not old.written
             ciphertext, new = self.cipher.seal_page(plaintext, old, page, binding_id,
-                                                    self._lost_counter.pop(page, 0))
+                                                    self._lost_counter.pop(page, 0), self._counter_floor)
             ciphertexts.append(ciphertext)
             start = (page % ENTRIES_PER_BLOCK) * ENTRY_SIZE
             meta[start:start + ENTRY_SIZE] = new.pack()
@@ -426,11 +430,12 @@ class EncryptedFile:
         else:
             self._write_header(size)
 
-    def _write_header(self, size: int) -> None:
+    def _write_header(self, size: int, counter_floor: int | None = None) -> None:
+        floor = self._counter_floor if counter_floor is None else counter_floor
         self._sequence += 1
-        page = fileheader.pack_page(Header(self._file_id, self._sequence, size), self.cipher.mac_message)
-        self._pwrite(page, 0)
-        self._size = size
+        header = Header(self._file_id, self._sequence, size, floor)
+        self._pwrite(fileheader.pack_page(header, self.cipher.mac_message), 0)
+        self._size, self._counter_floor = size, floor
 
     def _check_writable(self) -> None:
         if self.read_only:
@@ -453,16 +458,23 @@ class EncryptedFile:
                 os.ftruncate(self.fd, self._body_size_for(self._size))
                 self._clear_entries_from(pages_for(self._size))
             else:
-                # The size lives in the header: commit it first; the rest is tidying
+                # The size lives in the header: commit it first, with the counter floor
+                # of the IV blocks the cut removes (one header write); the rest is tidying
                 # that _tidy_beyond_size redoes at the next open if a crash stops it.
-                self._write_header(size)
-                self._tidy_beyond_size(os.fstat(self.fd).st_size - HEADER_SIZE)
+                body = os.fstat(self.fd).st_size - HEADER_SIZE
+                self._write_header(size, self._floor_after_cut(body, self._body_size_for(size)))
+                self._tidy_beyond_size(body)
 
     def _tidy_beyond_size(self, body: int) -> None:
         """Make everything past the logical size read as zeros again (header layout)."""
         keep_pages = pages_for(self._size)
         target = self._body_size_for(self._size)
         if body > target:
+            floor = self._floor_after_cut(body, target)
+            if floor != self._counter_floor:
+                # only a file cut by a realmfs that kept no floor gets here: record it
+                # before the counters it stands for are gone
+                self._write_header(self._size, floor)
             os.ftruncate(self.fd, HEADER_SIZE + target)
             self._clear_entries_from(keep_pages)
         tail = self._size % PAGE_SIZE
@@ -471,6 +483,21 @@ class EncryptedFile:
             current = self._read_pages(page, page)
             if any(current[tail:]):
                 self._write_group(page, [current[:tail] + bytes(PAGE_SIZE - tail)])
+
+    def _floor_after_cut(self, body: int, target: int) -> int:
+        """The counter floor once a body of ``body`` bytes is cut to ``target``: at least
+        every counter (slot 1 and slot 2) of the IV blocks whose metadata page goes.
+
+        Entries of the block the cut ends in stay on disk and keep their counters
+        (_clear_entries_from); whole blocks take theirs with them, so the header keeps
+        their maximum."""
+        floor = self._counter_floor
+        for block in range(-(-target // BLOCK_BYTES), -(-body // BLOCK_BYTES)):
+            meta = self._meta.get(block)
+            if meta is None:
+                meta = os.pread(self.fd, PAGE_SIZE, meta_offset(block, self.base))
+            floor = max(floor, max_counter(meta))
+        return floor
 
     def _clear_entries_from(self, page: int) -> None:
         """Clear the IV entries of ``page`` and the rest of its metadata block, and forget

@@ -22,7 +22,6 @@ mount never overlap.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 
@@ -32,10 +31,11 @@ from .backinglock import BackingLock
 from .config import TOOL_TEMP_SUFFIX
 from .errors import AlreadyExists, BadPath, Damaged, IntegrityError, NotEncrypted, WrongKey
 from .keys import Key, read_key_file, write_key_file
-from .offline import CHUNK, close_file, fsync_dir, plain_digest, temp_for
+from .offline import temp_for
 from .pagecipher import PageCipher
 from .pagefile import open_backing
 from .progress import disabled
+from .transcode import check_read_back, close_file, fsync_dir, write_copy
 
 
 @dataclass
@@ -70,29 +70,10 @@ def key_state(path: str, realm_layout: bool, old: PageCipher, new: PageCipher) -
 def _rekey_file(path: str, realm_layout: bool, old: PageCipher, new: PageCipher) -> None:
     """Rewrite one file under the new key: temp file, fsync, read back, rename over."""
     temp = temp_for(path)
-    src = open_backing(path, old, realm_layout=realm_layout, read_only=True, key_checked=True)
-    try:
-        dst = open_backing(temp, new, realm_layout=realm_layout, create=True)
-        try:
-            digest = hashlib.sha256()
-            for offset in range(0, src.size, CHUNK):
-                chunk = src.read(offset, CHUNK)
-                dst.write(offset, chunk)
-                digest.update(chunk)
-            if dst.size != src.size:     # only a header-layout file of size 0 gets here
-                dst.truncate(src.size)
-            dst.fsync()
-        finally:
-            close_file(dst)
-        os.chmod(temp, os.stat(path).st_mode & 0o7777)
-    finally:
-        close_file(src)
-    check = open_backing(temp, new, realm_layout=realm_layout, read_only=True, key_checked=True)
-    try:
-        if plain_digest(check) != digest.hexdigest():
-            raise Damaged(f"read-back of the rekeyed {path} does not match; the original is untouched")
-    finally:
-        close_file(check)
+    digest = write_copy(path, old, realm_layout, temp, new, realm_layout)
+    os.chmod(temp, os.stat(path).st_mode & 0o7777)
+    check_read_back(temp, new, realm_layout, digest,
+                    f"read-back of the rekeyed {path} does not match; the original is untouched")
     os.replace(temp, path)
     fsync_dir(os.path.dirname(path))
 

@@ -142,15 +142,18 @@ def test_reserved_names_hidden_and_refused(mnt):
         f.write(b"ok")
 
 
-def test_realm_layout_sizes_and_no_layout_change(mnt):
+def test_realm_layout_sizes_and_renames(mnt):
     with open(mnt.m("db.realm"), "wb") as f:
         f.write(b"R" * 10)
     assert os.path.getsize(mnt.m("db.realm")) == PAGE_SIZE     # Realm's layout: whole pages
     assert slurp(mnt.m("db.realm"))[:10] == b"R" * 10
-    with pytest.raises(OSError) as info:
-        os.rename(mnt.m("db.realm"), mnt.m("db.other"))
-    assert info.value.errno == errno.EXDEV
     os.rename(mnt.m("db.realm"), mnt.m("db2.realm"))
+    with open(mnt.m("db2.realm"), "rb") as f:                   # open: cannot change layout
+        with pytest.raises(OSError) as info:
+            os.rename(mnt.m("db2.realm"), mnt.m("db.other"))
+        assert info.value.errno == errno.EXDEV
+    os.rename(mnt.m("db2.realm"), mnt.m("db.other"))            # closed: re-encrypted
+    assert slurp(mnt.m("db.other")) == b"R" * 10 + bytes(PAGE_SIZE - 10)
 
 
 def test_flock_and_fcntl_between_handles(mnt):

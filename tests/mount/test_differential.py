@@ -120,6 +120,18 @@ class World:
         return result
 
 
+PREFIX = [("open", 0, "a", os.O_RDWR | os.O_CREAT), ("open", 1, "b", os.O_RDWR | os.O_CREAT)]  # every case
+
+
+def new_case(mnt, plain_base, counter) -> tuple[int, World, World]:
+    """The next case's number and its two fresh directories: on the mount, and plain."""
+    number = next(counter)
+    mount_dir, plain_dir = mnt.m(f"case{number}"), str(plain_base / f"case{number}")
+    os.mkdir(mount_dir)
+    os.mkdir(plain_dir)
+    return number, World(mount_dir), World(plain_dir)
+
+
 def test_random_sequences_match_a_plain_directory(mnt, tmp_path):
     plain_base = tmp_path / "plain"
     plain_base.mkdir()
@@ -130,15 +142,9 @@ def test_random_sequences_match_a_plain_directory(mnt, tmp_path):
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(st.lists(operations, min_size=1, max_size=40))
     def run(ops):
-        number = next(counter)
-        mount_dir = mnt.m(f"case{number}")
-        plain_dir = str(plain_base / f"case{number}")
-        os.mkdir(mount_dir)
-        os.mkdir(plain_dir)
-        on_mount, on_plain = World(mount_dir), World(plain_dir)
-        prefix = [("open", 0, "a", os.O_RDWR | os.O_CREAT), ("open", 1, "b", os.O_RDWR | os.O_CREAT)]
+        number, on_mount, on_plain = new_case(mnt, plain_base, counter)
         try:
-            for op in prefix + ops:
+            for op in PREFIX + ops:
                 assert on_mount.apply(op) == on_plain.apply(op), op
         finally:
             on_mount.close_all()
@@ -167,15 +173,9 @@ def test_random_sequences_across_remounts(mnt, tmp_path):
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(st.lists(with_remount, min_size=1, max_size=40).filter(lambda ops: ("remount",) in ops))
     def run(ops):
-        number = next(counter)
-        mount_dir = mnt.m(f"case{number}")
-        plain_dir = str(plain_base / f"case{number}")
-        os.mkdir(mount_dir)
-        os.mkdir(plain_dir)
-        on_mount, on_plain = World(mount_dir), World(plain_dir)
-        prefix = [("open", 0, "a", os.O_RDWR | os.O_CREAT), ("open", 1, "b", os.O_RDWR | os.O_CREAT)]
+        number, on_mount, on_plain = new_case(mnt, plain_base, counter)
         try:
-            for op in prefix + ops:
+            for op in PREFIX + ops:
                 if op == ("remount",):
                     on_mount.close_all()
                     on_plain.close_all()

@@ -136,17 +136,28 @@ def test_interrupted_rekey_blocks_other_tools_until_rerun(run, pristine, tmp_pat
     assert read_tree(tmp_path / "out") == tree
 
 
-def test_rerun_without_the_new_key_file_option_finds_it_in_the_journal(pristine, tmp_path, monkeypatch):
+def interrupted_rekey(pristine, tmp_path, monkeypatch, inside: str):
+    """A copy of the pristine backing whose rekey (new key file ``new.key``) was interrupted
+    by KeyboardInterrupt in ``rekeymod.<inside>``; returns (backing, old key, tree)."""
     root, old_key, tree = pristine
     backing = tmp_path / "b"
     shutil.copytree(root / "backing", backing)
-    monkeypatch.setattr(rekeymod, "_rekey_file", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(rekeymod, inside, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         rekeymod.rekey(str(backing), old_key, new_key_file=str(tmp_path / "new.key"))
     monkeypatch.undo()
-    rekeymod.rekey(str(backing), old_key)
+    return backing, old_key, tree
+
+
+def assert_decrypts_under_new_key(backing, tmp_path, tree: dict) -> None:
     offline.decrypt(str(backing), str(tmp_path / "out"), read_key_file(str(tmp_path / "new.key")))
     assert read_tree(tmp_path / "out") == tree
+
+
+def test_rerun_without_the_new_key_file_option_finds_it_in_the_journal(pristine, tmp_path, monkeypatch):
+    backing, old_key, tree = interrupted_rekey(pristine, tmp_path, monkeypatch, "_rekey_file")
+    rekeymod.rekey(str(backing), old_key)
+    assert_decrypts_under_new_key(backing, tmp_path, tree)
 
 
 def test_kill_9_at_random_moments_never_loses_a_file(pristine, tmp_path):
@@ -196,17 +207,10 @@ def test_kill_9_at_random_moments_never_loses_a_file(pristine, tmp_path):
 
 def test_key_file_is_created_whole_or_not_at_all(pristine, tmp_path, monkeypatch):
     """Killed after the rekey was recorded but before its key file existed: the re-run starts afresh."""
-    root, old_key, tree = pristine
-    backing = tmp_path / "b"
-    shutil.copytree(root / "backing", backing)
-    monkeypatch.setattr(rekeymod, "_write_key_file_whole", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
-    with pytest.raises(KeyboardInterrupt):
-        rekeymod.rekey(str(backing), old_key, new_key_file=str(tmp_path / "new.key"))
-    monkeypatch.undo()
+    backing, old_key, tree = interrupted_rekey(pristine, tmp_path, monkeypatch, "_write_key_file_whole")
     assert configmod.load(str(backing)).rekey is not None and not (tmp_path / "new.key").exists()
     rekeymod.rekey(str(backing), old_key, new_key_file=str(tmp_path / "new.key"))
-    offline.decrypt(str(backing), str(tmp_path / "out"), read_key_file(str(tmp_path / "new.key")))
-    assert read_tree(tmp_path / "out") == tree
+    assert_decrypts_under_new_key(backing, tmp_path, tree)
 
 
 def test_existing_key_file_is_refused_before_anything_changes(pristine, tmp_path):

@@ -72,17 +72,20 @@ def pages_match(got: bytes, size: int, old, new) -> list[int]:
     return bad
 
 
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-@pytest.mark.parametrize("realm", LAYOUTS, ids=LAYOUT_IDS)
-def test_crash_at_every_backing_write(scenario, realm, tmp_path, monkeypatch, caplog):
+def original_name(realm: bool) -> str:
+    return "f.realm" if realm else "f.bin"
+
+
+def prepare(scenario: str, realm: bool, tmp_path, monkeypatch):
+    """The scenario's file before the operation (closed), the (size, content) before and
+    after it, and how many backing mutations it makes (counted on a copy)."""
     setup, operation = SCENARIOS[scenario]
-    name = "f.realm" if realm else "f.bin"
+    name = original_name(realm)
     key = os.urandom(64)
     original = Backing(tmp_path / name, realm, key)
     setup(original.f)
     old = snapshot(original)
     original.close()
-
     reference = Backing(tmp_path / ("ref-" + name), realm, key)
     reference.close()
     original.copy_to(reference.path)
@@ -90,6 +93,14 @@ def test_crash_at_every_backing_write(scenario, realm, tmp_path, monkeypatch, ca
     total = count_mutations(monkeypatch, lambda: operation(reference.f))
     new = snapshot(reference)
     reference.close()
+    return original, old, new, total
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+@pytest.mark.parametrize("realm", LAYOUTS, ids=LAYOUT_IDS)
+def test_crash_at_every_backing_write(scenario, realm, tmp_path, monkeypatch, caplog):
+    original, old, new, total = prepare(scenario, realm, tmp_path, monkeypatch)
+    operation, name, key = SCENARIOS[scenario][1], original_name(realm), original.key
     assert total >= 1 and (new != old or realm)  # .realm sizes are whole pages
 
     for allow in range(total):
@@ -123,20 +134,8 @@ def test_crash_at_every_backing_write(scenario, realm, tmp_path, monkeypatch, ca
 def test_second_crash_after_a_torn_write(scenario, realm, tmp_path, monkeypatch):
     """Crash, reopen, and crash again while redoing the operation, without reading the page
     in between. The old content is still on disk (slot 2) and must stay reachable."""
-    setup, operation = SCENARIOS[scenario]
-    name = "f.realm" if realm else "f.bin"
-    key = os.urandom(64)
-    original = Backing(tmp_path / name, realm, key)
-    setup(original.f)
-    old = snapshot(original)
-    original.close()
-    probe = Backing(tmp_path / ("probe-" + name), realm, key)
-    probe.close()
-    original.copy_to(probe.path)
-    probe.open()
-    total = count_mutations(monkeypatch, lambda: operation(probe.f))
-    new = snapshot(probe)
-    probe.close()
+    original, old, new, total = prepare(scenario, realm, tmp_path, monkeypatch)
+    operation, name, key = SCENARIOS[scenario][1], original_name(realm), original.key
 
     for first in range(total):
         for second in range(total):

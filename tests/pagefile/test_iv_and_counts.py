@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from realmfs.layout import BLOCK_DATA_BYTES, ENTRIES_PER_BLOCK, PAGE_SIZE, pages_for
+from realmfs import fileheader
+from realmfs.layout import BLOCK_DATA_BYTES, ENTRIES_PER_BLOCK, HEADER_SIZE, PAGE_SIZE, pages_for
 from tests.pagefile.helpers import LAYOUT_IDS, LAYOUTS, Backing, crash_after, pattern
 
 P = PAGE_SIZE
@@ -38,8 +39,9 @@ class IvLedger:
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("realm", LAYOUTS, ids=LAYOUT_IDS)
 def test_random_writes_never_reuse_an_iv(tmp_path, realm, seed, monkeypatch):
-    """Random writes, partial and whole pages, truncations inside the last IV block and
-    regrowth, torn writes with recovery, reopens: slot 1 never repeats a (counter, page)."""
+    """Random writes, partial and whole pages, truncations (inside the last IV block in
+    the realm layout, anywhere in the header layout) and regrowth, torn writes with
+    recovery, reopens: slot 1 never repeats a (counter, page)."""
     rnd = random.Random(seed)
     backing = Backing(tmp_path / ("f.realm" if realm else "f.bin"), realm)
     ledger = IvLedger(backing)
@@ -54,8 +56,10 @@ def test_random_writes_never_reuse_an_iv(tmp_path, realm, seed, monkeypatch):
             f.write(offset, pattern(length, step))
             highest_block = max(highest_block, (offset + length - 1) // BLOCK_DATA_BYTES)
         elif action < 0.75:
-            # shrink or grow, never cutting away an IV block that was used (see the xfail below)
-            f.truncate(rnd.randrange(highest_block * BLOCK_DATA_BYTES + 1, LIMIT))
+            # shrink or grow; in the realm layout never cutting away an IV block that was
+            # used (see the xfail below), in the header layout anywhere (its counter floor)
+            low = highest_block * BLOCK_DATA_BYTES + 1 if realm else 0
+            f.truncate(rnd.randrange(low, LIMIT))
         elif action < 0.9:
             # a torn write: crash after the first backing write of a rewrite, then reopen
             page = rnd.randrange(pages_for(f.size))
@@ -119,10 +123,16 @@ def test_truncation_clears_entries_and_regrown_pages_continue_counting(tmp_path,
     backing.close()
 
 
-@pytest.mark.xfail(strict=True, reason="known limitation: a truncation that removes a whole IV block "
-                   "loses its counters; regrown pages restart at 1 (as in Realm Core). See docs/threat-model.md")
-@pytest.mark.parametrize("realm", LAYOUTS, ids=LAYOUT_IDS)
+REALM_CANNOT_KEEP_A_FLOOR = pytest.mark.xfail(
+    strict=True, reason="known limitation of the realm layout: a truncation that removes a whole IV "
+    "block loses its counters and Realm Core's format has nowhere to keep them; regrown pages restart "
+    "at 1 (as in Realm Core). See docs/threat-model.md")
+
+
+@pytest.mark.parametrize("realm", [pytest.param(True, marks=REALM_CANNOT_KEEP_A_FLOOR), False], ids=LAYOUT_IDS)
 def test_regrow_after_cutting_whole_iv_blocks_reuses_ivs(tmp_path, realm):
+    """Pages 64..139 are cut with their IV blocks and page 100 is written again: the header
+    layout's counter floor makes it continue above every counter that was cut away."""
     backing = Backing(tmp_path / ("f.realm" if realm else "f.bin"), realm)
     ledger = IvLedger(backing)
     backing.f.write(0, pattern(140 * P, 1))
@@ -130,6 +140,47 @@ def test_regrow_after_cutting_whole_iv_blocks_reuses_ivs(tmp_path, realm):
     backing.f.truncate(3 * P)
     ledger.observe()
     backing.f.write(100 * P, pattern(P, 2))
+    ledger.observe()
+    backing.close()
+
+
+def _cut_140_pages_to_3(tmp_path, monkeypatch, allow: int):
+    """Pages 0..139 written twice (counters up to 2), then a truncation to 3 pages that
+    crashes after ``allow`` backing mutations; returns the reopened file and its ledger."""
+    backing = Backing(tmp_path / "f.bin", False)
+    ledger = IvLedger(backing)
+    backing.f.write(0, pattern(140 * P, 1))
+    backing.f.write(0, pattern(140 * P, 2))
+    ledger.observe()
+    assert crash_after(monkeypatch, allow, lambda: backing.f.truncate(3 * P))
+    backing.reopen()
+    return backing, ledger
+
+
+def test_counter_floor_is_written_with_the_size_before_the_cut(tmp_path, monkeypatch):
+    """Crash right after the header write (new size + floor), before the cut: the next
+    open finishes the cut and regrown pages still continue above the cut counters."""
+    backing, ledger = _cut_140_pages_to_3(tmp_path, monkeypatch, allow=1)
+    assert backing.f.size == 3 * P
+    ledger.observe()
+    backing.f.write(100 * P, pattern(P, 3))
+    ledger.observe()
+    assert backing.entry(100).iv1 == 3
+    backing.close()
+
+
+def test_a_cut_left_by_a_realmfs_without_floor_records_one_at_open(tmp_path, monkeypatch):
+    """A header with floor 0 and the blocks still there (a crash between header and cut in
+    an older realmfs): the open records the floor before it cuts."""
+    backing, ledger = _cut_140_pages_to_3(tmp_path, monkeypatch, allow=0)
+    backing.close()
+    header = fileheader.unpack_page(backing.raw()[:HEADER_SIZE], backing.cipher.mac_message)
+    old = header._replace(sequence=header.sequence + 1, size=3 * P, counter_floor=0)
+    backing.poke(0, fileheader.pack_page(old, backing.cipher.mac_message))
+    backing.open()
+    after = fileheader.unpack_page(backing.raw()[:HEADER_SIZE], backing.cipher.mac_message)
+    assert (after.size, after.counter_floor) == (3 * P, 2)
+    backing.f.write(100 * P, pattern(P, 3))
     ledger.observe()
     backing.close()
 

@@ -37,7 +37,7 @@ def test_layout_of_the_page():
     assert PAGE[0:8] == MAGIC and PAGE[2048:2056] == MAGIC
     assert PAGE[0:SLOT_SIZE] == PAGE[2048:2048 + SLOT_SIZE]
     assert not any(PAGE[SLOT_SIZE:2048]) and not any(PAGE[2048 + SLOT_SIZE:])
-    # version 1, flags 0, reserved 0, id, sequence, size, all little-endian
+    # version 1, flags 0, counter floor 0, id, sequence, size, all little-endian
     assert PAGE[8:10] == b"\x01\x00" and PAGE[10:16] == bytes(6)
     assert PAGE[16:32] == HEADER.file_id
     assert int.from_bytes(PAGE[32:40], "little") == 7 and int.from_bytes(PAGE[40:48], "little") == 300000
@@ -47,6 +47,21 @@ def test_layout_of_the_page():
 @given(st.binary(min_size=16, max_size=16), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
 def test_round_trip(file_id, sequence, size):
     header = Header(file_id, sequence, size)
+    assert unpack_page(pack_page(header, MAC), MAC) == header
+
+
+def test_counter_floor_is_the_former_reserved_field():
+    """Bytes 12..15 of a slot (reserved, 0, in the first version-1 files: floor 0)."""
+    header = HEADER._replace(counter_floor=0x01020304)
+    page = pack_page(header, MAC)
+    assert page[12:16] == page[2048 + 12:2048 + 16] == bytes([4, 3, 2, 1])
+    assert unpack_page(page, MAC) == header
+    assert unpack_page(PAGE, MAC).counter_floor == 0
+
+
+@given(st.integers(0, 2**32 - 1))
+def test_counter_floor_round_trip(floor):
+    header = HEADER._replace(counter_floor=floor)
     assert unpack_page(pack_page(header, MAC), MAC) == header
 
 

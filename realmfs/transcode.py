@@ -1,0 +1,127 @@
+"""Re-encrypt one backing file into a new one: another layout (rename on the mount) or
+another key (``realmfs rekey``), plus the small helpers the offline tools share.
+
+* ``write_copy``: the plaintext of a backing file, copied in CHUNK-sized pieces through
+  two EncryptedFiles into a new backing file, fsynced; returns the SHA-256 of the
+  plaintext read.
+* ``check_read_back``: reopen a written file and compare its plaintext's SHA-256.
+* ``convert_for_rename``: the mount's rename between a realm-pattern name and another
+  name (see docs/mount.md): temp file in the target's directory, copy, fsync, owner,
+  mode and times, rename over the target, fsync the directory, unlink the source.
+
+Invariants
+* The source is only ever read; a failure before the final rename removes the temporary
+  and leaves source and target exactly as they were.
+* The new name appears only once its file is whole and fsynced, and the source is removed
+  only after the directory holding the new name was fsynced: a crash leaves the old state,
+  or both names (never neither).
+* Temporaries are named ``RENAME_TEMP_PREFIX...TOOL_TEMP_SUFFIX``: hidden and reserved on
+  the mount, skipped by every offline tool, swept at the next mount.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+
+from .config import RENAME_TEMP_PREFIX, TOOL_TEMP_SUFFIX
+from .errors import Damaged
+from .layout import PAGE_SIZE
+from .pagecipher import PageCipher
+from .pagefile import EncryptedFile, open_backing
+
+CHUNK = 256 * PAGE_SIZE   # 1 MiB per read/write: whole pages, a few metadata blocks
+
+
+def close_file(ef: EncryptedFile) -> None:
+    ef.close()
+    os.close(ef.fd)
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def plain_digest(ef: EncryptedFile, progress=None) -> str:
+    """SHA-256 of the whole plaintext of an open EncryptedFile (strict reads)."""
+    digest = hashlib.sha256()
+    for offset in range(0, ef.size, CHUNK):
+        chunk = ef.read(offset, CHUNK)
+        digest.update(chunk)
+        if progress:
+            progress.advance(len(chunk))
+    return digest.hexdigest()
+
+
+def write_copy(src_path: str, src_cipher: PageCipher, src_realm: bool,
+               dst_path: str, dst_cipher: PageCipher, dst_realm: bool) -> str:
+    """Copy the plaintext of ``src_path`` into the new file ``dst_path`` and fsync it.
+
+    The size follows the destination's layout: a header-layout source of 5000 bytes
+    becomes a .realm file of 8192 (whole pages, zero tail); a .realm source keeps its
+    whole-page size. Returns the SHA-256 of the plaintext read from the source.
+    """
+    src = open_backing(src_path, src_cipher, realm_layout=src_realm, read_only=True, key_checked=True)
+    try:
+        dst = open_backing(dst_path, dst_cipher, realm_layout=dst_realm, create=True)
+        try:
+            digest = hashlib.sha256()
+            for offset in range(0, src.size, CHUNK):
+                chunk = src.read(offset, CHUNK)
+                dst.write(offset, chunk)
+                digest.update(chunk)
+            dst.fsync()
+        finally:
+            close_file(dst)
+    finally:
+        close_file(src)
+    return digest.hexdigest()
+
+
+def check_read_back(path: str, cipher: PageCipher, realm_layout: bool, expected: str, failure: str) -> None:
+    """Decrypt ``path`` again and raise Damaged(``failure``) unless its SHA-256 is ``expected``."""
+    check = open_backing(path, cipher, realm_layout=realm_layout, read_only=True, key_checked=True)
+    try:
+        if plain_digest(check) != expected:
+            raise Damaged(failure)
+    finally:
+        close_file(check)
+
+
+def rename_temp_name(directory: str) -> str:
+    return os.path.join(directory, f"{RENAME_TEMP_PREFIX}{secrets.token_hex(8)}{TOOL_TEMP_SUFFIX}")
+
+
+def is_rename_temp(name: str) -> bool:
+    """A leftover of convert_for_rename (both markers: a user's file is never swept by one)."""
+    return name.startswith(RENAME_TEMP_PREFIX) and name.endswith(TOOL_TEMP_SUFFIX)
+
+
+def convert_for_rename(real_old: str, real_new: str, cipher: PageCipher, old_realm: bool,
+                       new_realm: bool, st: os.stat_result) -> None:
+    """Rename ``real_old`` to ``real_new`` re-encrypting it into ``new_realm``'s layout.
+
+    ``st`` is the source's lstat; the caller guarantees nobody has the source open
+    (the mount's open-file table) for the whole call.
+    """
+    directory = os.path.dirname(real_new)
+    temp = rename_temp_name(directory)
+    try:
+        write_copy(real_old, cipher, old_realm, temp, cipher, new_realm)
+        if os.geteuid() == 0:    # only root can give a file away; else the daemon owns both
+            os.chown(temp, st.st_uid, st.st_gid)
+        os.chmod(temp, st.st_mode & 0o7777)        # after chown, which clears set-id bits
+        os.utime(temp, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.rename(temp, real_new)                  # atomically replaces an existing target
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    fsync_dir(directory)      # the new name is durable before the only other copy goes
+    os.unlink(real_old)
