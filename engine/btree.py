@@ -20,7 +20,7 @@ from bisect import bisect_left, bisect_right
 from .layout import (BRANCH_BASE_SIZE, INLINE_VALUE_MAX, MAX_KEY_SIZE, NODE_CAPACITY,
                      Overflow, branch_entry_size, chain_page_count, encode_branch,
                      encode_chain, encode_leaf, leaf_entry_size)
-from .pagestore import Node
+from .pagestore import CACHE_LIMIT, Node
 
 MERGE_THRESHOLD = NODE_CAPACITY // 4
 
@@ -54,14 +54,27 @@ class Tree:
         return value
 
     def get(self, key: bytes):
-        if not self.root:
+        # Hot path of point reads: PageView.load's memo lookup is inlined.
+        ref = self.root
+        if not ref:
             return None
-        node = self._node(self.root)
-        while not node.leaf:
-            node = self._node(node.vals[bisect_right(node.keys, key)])
-        i = bisect_left(node.keys, key)
-        if i < len(node.keys) and node.keys[i] == key:
-            return self.resolve(node.vals[i])
+        view = self.view
+        memo = view.memo
+        while True:
+            if type(ref) is int:
+                node = memo.get(ref)
+                if node is None:
+                    node = view.load(ref)
+            else:
+                node = ref
+            if node.leaf:
+                break
+            ref = node.vals[bisect_right(node.keys, key)]
+        keys = node.keys
+        i = bisect_left(keys, key)
+        if i < len(keys) and keys[i] == key:
+            value = node.vals[i]
+            return self.resolve(value) if type(value) is Overflow else value
         return None
 
     def items(self, start: bytes | None = None):
@@ -86,7 +99,7 @@ class Tree:
             return ref
         node = self.view.load(ref)
         self.txn.free_page(ref)
-        return Node(node.leaf, list(node.keys), list(node.vals), node.size, True)
+        return Node(node.leaf, list(node.keys), list(node.vals), node.size, node.spill)
 
     def _drop_value(self, value):
         if isinstance(value, Overflow):
@@ -95,12 +108,12 @@ class Tree:
     def put(self, key: bytes, value: bytes):
         if len(key) > MAX_KEY_SIZE:
             raise ValueError(f"key of {len(key)} bytes exceeds {MAX_KEY_SIZE}")
-        root = self._writable(self.root) if self.root else Node(True, [], [], 0, True)
+        root = self._writable(self.root) if self.root else Node(True, [], [], 0, False)
         split = self._insert(root, key, value, True)
         if split is not None:
             sep, right = split
             root = Node(False, [sep], [root, right],
-                        BRANCH_BASE_SIZE + branch_entry_size(sep), True)
+                        BRANCH_BASE_SIZE + branch_entry_size(sep), False)
         self.root = root
 
     def _insert(self, node: Node, key: bytes, value: bytes, rightmost: bool):
@@ -113,11 +126,16 @@ class Tree:
             else:
                 node.keys.insert(i, key)
                 node.vals.insert(i, value)
-            node.size += leaf_entry_size(key, value)
+            if len(value) > INLINE_VALUE_MAX:
+                node.spill = True
+                node.size += leaf_entry_size(key, value)
+            else:
+                node.size += 4 + len(key) + len(value)   # leaf_entry_size, inlined
         else:
             i = bisect_right(node.keys, key)
-            child = self._writable(node.vals[i])
-            node.vals[i] = child
+            child = node.vals[i]
+            if type(child) is not Node:
+                child = node.vals[i] = self._writable(child)
             split = self._insert(child, key, value, rightmost and i == len(node.vals) - 1)
             if split is None:
                 return None
@@ -144,12 +162,12 @@ class Tree:
                 if best is None or worst < best:
                     best, cut = worst, j
         if node.leaf:
-            right = Node(True, node.keys[cut:], node.vals[cut:], 0, True)
+            right = Node(True, node.keys[cut:], node.vals[cut:], 0, node.spill)
             del node.keys[cut:], node.vals[cut:]
             sep = right.keys[0]
         else:
             sep = node.keys[cut]
-            right = Node(False, node.keys[cut + 1:], node.vals[cut + 1:], 0, True)
+            right = Node(False, node.keys[cut + 1:], node.vals[cut + 1:], 0, False)
             del node.keys[cut:], node.vals[cut + 1:]
         node.size = node_size(node)
         right.size = node_size(right)
@@ -205,6 +223,7 @@ class Tree:
             left.keys.append(sep)
             left.keys.extend(right.keys)
         left.vals.extend(right.vals)
+        left.spill = left.spill or right.spill
         left.size = node_size(left)
         parent.vals[left_index] = left
         parent.size -= branch_entry_size(sep)
@@ -224,14 +243,21 @@ class Tree:
             return ref
         node = ref
         if node.leaf:
-            vals = [write_blob(v, alloc, out, txnid) if not isinstance(v, Overflow)
-                    and len(v) > INLINE_VALUE_MAX else v for v in node.vals]
+            if node.spill:
+                node.vals = [write_blob(v, alloc, out, txnid) if type(v) is not Overflow
+                             and len(v) > INLINE_VALUE_MAX else v for v in node.vals]
             pgno = alloc()
-            out[pgno] = encode_leaf(node.keys, vals, txnid)
+            out[pgno] = encode_leaf(node.keys, node.vals, txnid, node.spill)
         else:
-            children = [self._flush(c, alloc, out, txnid) for c in node.vals]
+            node.vals = [self._flush(c, alloc, out, txnid) for c in node.vals]
             pgno = alloc()
-            out[pgno] = encode_branch(node.keys, children, txnid)
+            out[pgno] = encode_branch(node.keys, node.vals, txnid)
+        # The node now mirrors its page exactly: cache it so the next
+        # transaction need not decode it again (commit failure clears the cache).
+        cache = self.view.cache
+        if len(cache) >= CACHE_LIMIT:
+            cache.clear()
+        cache[pgno] = (txnid, node)
         return pgno
 
 

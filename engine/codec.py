@@ -1,11 +1,12 @@
 """Value validation, object encoding and order-preserving key encoding.
 
-Object record: u16 property count, then each property in stored schema order.
-Optional values carry a presence byte; int/datetime are i64 (datetime as
-microseconds since the epoch plus a 'was UTC-aware' byte), float f64, bool u8,
-str/bytes u32 length + bytes, lists u32 count + elements.  Records written
-before a property was added are shorter; missing trailing values read as the
-property's default.
+Object record (see _PrefixCodec): one struct holding the property count and,
+per property in stored schema order, either the value (non-optional
+int/float/bool) or the byte length of its encoding in the variable part that
+follows (NULL_LENGTH = None).  Variable encodings: str UTF-8, bytes raw,
+int/float i64/f64, datetime i64 microseconds since the epoch + a 'was
+UTC-aware' byte, lists u32 count + elements.  Records written before a
+property was added are shorter; missing trailing values read as defaults.
 
 Key encoding preserves order under bytewise comparison (memcmp), so B+tree
 order equals value order: ints offset-binary big endian, floats sign-folded,
@@ -21,14 +22,14 @@ import struct
 from .errors import ValidationError
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
-INDEX_PREFIX = 200
+INDEX_PREFIX = 100      # raw bytes of a str/bytes value kept in index keys
 EPOCH = dt.datetime(1970, 1, 1)
 
 _I64 = struct.Struct("<q")
 _F64 = struct.Struct("<d")
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
-_KEY_U64 = struct.Struct(">Q")
+KEY_U64 = struct.Struct(">Q")
 
 DEFAULTS = {"int": 0, "float": 0.0, "bool": False, "str": "", "bytes": b"",
             "datetime": EPOCH}
@@ -107,24 +108,6 @@ def _encode_scalar(out: list, type_name: str, value):
         out.append(data)
 
 
-def encode_record(props, values) -> bytes:
-    """values: list in property order, already validated."""
-    out = [_U16.pack(len(props))]
-    for prop, value in zip(props, values):
-        if prop.optional:
-            if value is None:
-                out.append(b"\x00")
-                continue
-            out.append(b"\x01")
-        if prop.is_list:
-            out.append(_U32.pack(len(value)))
-            for item in value:
-                _encode_scalar(out, prop.type, item)
-        else:
-            _encode_scalar(out, prop.type, value)
-    return b"".join(out)
-
-
 def _decode_scalar(buf: bytes, pos: int, type_name: str):
     if type_name == "int":
         return _I64.unpack_from(buf, pos)[0], pos + 8
@@ -143,32 +126,125 @@ def _decode_scalar(buf: bytes, pos: int, type_name: str):
     return (data.decode() if type_name == "str" else bytes(data)), pos + 4 + length
 
 
-def decode_record(props, buf: bytes) -> list:
-    (count,) = _U16.unpack_from(buf, 0)
-    pos = 2
-    values = []
-    for i, prop in enumerate(props):
-        if i >= count:
-            values.append(default_value(prop))
-            continue
-        if prop.optional:
-            present = buf[pos]
-            pos += 1
-            if not present:
-                values.append(None)
-                continue
-        if prop.is_list:
-            (n,) = _U32.unpack_from(buf, pos)
-            pos += 4
-            items = []
-            for _ in range(n):
-                item, pos = _decode_scalar(buf, pos, prop.type)
+def _var_codec(prop):
+    """(encode(value) -> bytes, decode(bytes) -> value) for a variable-part field."""
+    if prop.is_list:
+        def encode(value, t=prop.type):
+            out = [_U32.pack(len(value))]
+            for item in value:
+                _encode_scalar(out, t, item)
+            return b"".join(out)
+
+        def decode(data, t=prop.type):
+            items, pos = [], 4
+            for _ in range(_U32.unpack_from(data, 0)[0]):
+                item, pos = _decode_scalar(data, pos, t)
                 items.append(item)
-            values.append(items)
-        else:
-            value, pos = _decode_scalar(buf, pos, prop.type)
-            values.append(value)
-    return values
+            return items
+        return encode, decode
+    if prop.type == "str":
+        return str.encode, bytes.decode
+    if prop.type == "bytes":
+        return bytes, bytes
+
+    def encode(value, t=prop.type):
+        out = []
+        _encode_scalar(out, t, value)
+        return b"".join(out)
+    return encode, lambda data, t=prop.type: _decode_scalar(data, 0, t)[0]
+
+
+_FIXED_FORMATS = {"int": "q", "float": "d", "bool": "?"}
+NULL_LENGTH = 0xFFFFFFFF
+
+
+class _PrefixCodec:
+    """Record layout for the first `count` properties of a class:
+    u16 count, struct(one slot per property: the value itself for non-optional
+    int/float/bool, else the u32 length of its bytes in the variable part or
+    NULL_LENGTH for None) followed by the variable part."""
+
+    def __init__(self, props):
+        fmt = "<"               # the u16 count is packed separately
+        self.encoders = []      # (position, encode) for variable-part fields
+        self.decoders = []      # (position, decode)
+        for i, prop in enumerate(props):
+            if not prop.optional and not prop.is_list and prop.type in _FIXED_FORMATS:
+                fmt += _FIXED_FORMATS[prop.type]
+            else:
+                fmt += "I"
+                encode, decode = _var_codec(prop)
+                self.encoders.append((i, encode))
+                self.decoders.append((i, decode))
+        self.struct = struct.Struct(fmt)
+        self.unpack_from = self.struct.unpack_from
+        self.start = 2 + self.struct.size
+        self.count = len(props)
+        self.count_bytes = _U16.pack(self.count)
+
+    def encode(self, values) -> bytes:
+        fields = list(values)
+        blobs = [self.count_bytes, b""]
+        for i, encode in self.encoders:
+            value = values[i]
+            if value is None:
+                fields[i] = NULL_LENGTH
+            else:
+                blob = encode(value)
+                fields[i] = len(blob)
+                blobs.append(blob)
+        blobs[1] = self.struct.pack(*fields)
+        return b"".join(blobs)
+
+    def decode(self, buf) -> list:
+        values = list(self.unpack_from(buf, 2))
+        pos = self.start
+        for i, decode in self.decoders:
+            length = values[i]
+            if length == NULL_LENGTH:
+                values[i] = None
+            else:
+                end = pos + length
+                values[i] = decode(buf[pos:end])
+                pos = end
+        return values
+
+
+class RecordCodec:
+    """Encodes records with all properties; decodes records written when the
+    class had fewer (trailing properties added later read as defaults)."""
+
+    _shared = {}
+
+    def __init__(self, props):
+        self.props = list(props)
+        self.full = _PrefixCodec(self.props)
+        self.prefixes = {len(self.props): self.full}
+
+    @classmethod
+    def for_props(cls, props) -> "RecordCodec":
+        shape = tuple((p.type, p.optional, p.is_list) for p in props)
+        codec = cls._shared.get(shape)
+        if codec is None:
+            codec = cls._shared[shape] = cls(props)
+        return codec
+
+    def encode(self, values) -> bytes:
+        return self.full.encode(values)
+
+    def decode(self, buf) -> list:
+        count = _U16.unpack_from(buf, 0)[0]
+        if count == self.full.count:
+            return self.full.decode(buf)
+        codec = self.prefixes.get(count)
+        if codec is None:
+            if count > len(self.props):
+                raise ValueError(f"record has {count} fields, class has {len(self.props)}")
+            codec = self.prefixes[count] = _PrefixCodec(self.props[:count])
+        values = codec.decode(buf)
+        if count < len(self.props):
+            values.extend(default_value(p) for p in self.props[count:])
+        return values
 
 
 # -- keys -------------------------------------------------------------------
@@ -179,17 +255,17 @@ def _escape(data: bytes) -> bytes:
 
 def encode_key_scalar(type_name: str, value, truncate: bool = False) -> bytes:
     if type_name == "int":
-        return _KEY_U64.pack(value - INT64_MIN)
+        return KEY_U64.pack(value - INT64_MIN)
     if type_name == "float":
         if value == 0:
             value = 0.0       # -0.0 == 0.0 must share a key
-        (bits,) = _KEY_U64.unpack(struct.pack(">d", value))
+        (bits,) = KEY_U64.unpack(struct.pack(">d", value))
         bits = bits ^ 0xFFFFFFFFFFFFFFFF if bits >> 63 else bits | (1 << 63)
-        return _KEY_U64.pack(bits)
+        return KEY_U64.pack(bits)
     if type_name == "bool":
         return b"\x01" if value else b"\x00"
     if type_name == "datetime":
-        return _KEY_U64.pack(_datetime_micros(value)[0] - INT64_MIN)
+        return KEY_U64.pack(_datetime_micros(value)[0] - INT64_MIN)
     data = value.encode() if type_name == "str" else bytes(value)
     if truncate:
         data = data[:INDEX_PREFIX]
@@ -206,11 +282,11 @@ def encode_index_value(prop, value) -> bytes:
 
 
 def encode_object_id(object_id: int) -> bytes:
-    return _KEY_U64.pack(object_id)
+    return KEY_U64.pack(object_id)
 
 
 def decode_object_id(key: bytes) -> int:
-    return _KEY_U64.unpack(key)[0]
+    return KEY_U64.unpack(key)[0]
 
 
 def encode_primary_key(prop, value) -> bytes:
@@ -219,5 +295,5 @@ def encode_primary_key(prop, value) -> bytes:
 
 def decode_primary_key(prop, key: bytes):
     if prop.type == "int":
-        return _KEY_U64.unpack(key)[0] + INT64_MIN
+        return KEY_U64.unpack(key)[0] + INT64_MIN
     return key[:-2].replace(b"\x00\xff", b"\x00").decode()

@@ -20,12 +20,16 @@ page except the crc field itself; txnid is the commit that wrote the page, so
 reused page is always rewritten by a later txn).  Node caches rely on that.
 
 Page types: LEAF and BRANCH nodes of B+trees, CHAIN pages holding blobs
-(overflow values, the catalog and the free list).  Nothing here does I/O.
+(overflow values, the catalog and the free list).  Node payloads are offset
+arrays followed by concatenated keys/values (see encode_leaf/encode_branch),
+so encoding and decoding run mostly in C.  Nothing here does I/O.
 """
 
 import struct
+import sys
 import zlib
-from bisect import bisect_left
+from array import array
+from itertools import accumulate, chain
 from dataclasses import dataclass
 
 PAGE_SIZE = 4096
@@ -51,7 +55,6 @@ TYPE_CHAIN = 3
 
 MAX_KEY_SIZE = 512
 INLINE_VALUE_MAX = 1024                  # larger leaf values go to chain pages
-OVERFLOW_FLAG = 0x80000000
 
 U16 = struct.Struct("<H")
 U32 = struct.Struct("<I")
@@ -117,8 +120,28 @@ def read_selector(buf) -> int:
     return buf[SELECTOR_OFFSET] & 1
 
 
+HEAD_BYTES = SLOT_OFFSETS[1] + SLOT.size + SLOT_CRC.size   # selector + both slots
+
+
+def read_current_slot(read_head) -> RootSlot | None:
+    """The committed root slot, read while a writer may be updating the header.
+
+    read_head() returns the first HEAD_BYTES of page 0.  A writer only writes
+    the slot the selector does not name, so a slot read is trusted once two
+    consecutive reads of selector + slots are identical (a slot rewritten
+    between them would differ).  Returns None if the named slot is damaged.
+    """
+    previous = bytes(read_head())
+    while True:
+        current = bytes(read_head())
+        if current == previous:
+            return decode_slot(current, read_selector(current))
+        previous = current
+
+
 def page_crc(page) -> int:
-    return zlib.crc32(bytes(page[8:]), zlib.crc32(bytes(page[:4])))
+    view = memoryview(page)
+    return zlib.crc32(view[8:], zlib.crc32(view[:4]))
 
 
 def seal_page(page: bytearray) -> bytes:
@@ -148,9 +171,9 @@ class Overflow:
 
 
 def leaf_entry_size(key: bytes, value) -> int:
-    if isinstance(value, Overflow) or len(value) > INLINE_VALUE_MAX:
-        return 2 + len(key) + 4 + OVERFLOW_REF.size
-    return 2 + len(key) + 4 + len(value)
+    if type(value) is Overflow or len(value) > INLINE_VALUE_MAX:
+        return 4 + len(key) + OVERFLOW_REF.size
+    return 4 + len(key) + len(value)
 
 
 def branch_entry_size(key: bytes) -> int:
@@ -158,82 +181,98 @@ def branch_entry_size(key: bytes) -> int:
 
 
 BRANCH_BASE_SIZE = 8   # the leftmost child pointer
+LEAF_HAS_OVERFLOW = 1  # page flag: some values are Overflow refs
+OVERFLOW_BIT = 0x8000  # in a leaf's value end offset: that value is an Overflow ref
+_BIG_ENDIAN = sys.byteorder == "big"
 
 
-def encode_leaf(keys, values, txnid: int) -> bytes:
-    """Values must already be bytes (<= INLINE_VALUE_MAX) or Overflow refs."""
-    page = bytearray(PAGE_SIZE)
-    PAGE_HEADER.pack_into(page, 0, TYPE_LEAF, 0, len(keys), 0, txnid)
-    pos = PAGE_HEADER_SIZE
-    for key, value in zip(keys, values):
-        U16.pack_into(page, pos, len(key))
-        pos += 2
-        page[pos:pos + len(key)] = key
-        pos += len(key)
-        if isinstance(value, Overflow):
-            U32.pack_into(page, pos, OVERFLOW_FLAG)
-            OVERFLOW_REF.pack_into(page, pos + 4, value.pgno, value.length)
-            pos += 4 + OVERFLOW_REF.size
-        else:
-            U32.pack_into(page, pos, len(value))
-            pos += 4
-            page[pos:pos + len(value)] = value
-            pos += len(value)
-    if pos > PAGE_SIZE:
-        raise AssertionError("leaf overflows its page")
+def _u16_array(values) -> bytes:
+    values = list(values)
+    return struct.pack("<%dH" % len(values), *values)
+
+
+def _read_array(code: str, buf, pos: int, count: int) -> array:
+    arr = array(code)
+    arr.frombytes(buf[pos:pos + count * arr.itemsize])
+    if _BIG_ENDIAN:
+        arr.byteswap()
+    return arr
+
+
+def _seal_payload(ptype: int, flags: int, count: int, payload: bytes, txnid: int) -> bytes:
+    if len(payload) > NODE_CAPACITY:
+        raise AssertionError("node overflows its page")
+    page = bytearray(PAGE_HEADER.pack(ptype, flags, count, 0, txnid) + payload)
+    page.extend(bytes(PAGE_SIZE - len(page)))
     return seal_page(page)
+
+
+def _split_blob(blob: bytes, ends) -> list:
+    return [blob[a:b] for a, b in zip(chain((0,), ends), ends)]
+
+
+def encode_leaf(keys, values, txnid: int, may_overflow: bool = True) -> bytes:
+    """Leaf payload: key end offsets u16[n], value end offsets u16[n] (bit 15 =
+    Overflow ref), all keys, all values.  Values must be bytes <=
+    INLINE_VALUE_MAX or Overflow refs (callers that know there are none pass
+    may_overflow=False).  Built with C-level joins on purpose: commits
+    re-encode every touched leaf."""
+    has_overflow = may_overflow and any(type(v) is Overflow for v in values)
+    parts = ([OVERFLOW_REF.pack(v.pgno, v.length) if type(v) is Overflow else v for v in values]
+             if has_overflow else values)
+    value_ends = array("H", accumulate(map(len, parts)))
+    if has_overflow:
+        for i, value in enumerate(values):
+            if type(value) is Overflow:
+                value_ends[i] |= OVERFLOW_BIT
+    payload = b"".join((_u16_array(accumulate(map(len, keys))), _u16_array(value_ends),
+                        b"".join(keys), b"".join(parts)))
+    return _seal_payload(TYPE_LEAF, LEAF_HAS_OVERFLOW if has_overflow else 0, len(keys), payload, txnid)
 
 
 def encode_branch(keys, children, txnid: int) -> bytes:
-    page = bytearray(PAGE_SIZE)
-    PAGE_HEADER.pack_into(page, 0, TYPE_BRANCH, 0, len(keys), 0, txnid)
-    U64.pack_into(page, PAGE_HEADER_SIZE, children[0])
-    pos = PAGE_HEADER_SIZE + 8
-    for key, child in zip(keys, children[1:]):
-        U16.pack_into(page, pos, len(key))
-        pos += 2
-        page[pos:pos + len(key)] = key
-        pos += len(key)
-        U64.pack_into(page, pos, child)
-        pos += 8
-    if pos > PAGE_SIZE:
-        raise AssertionError("branch overflows its page")
-    return seal_page(page)
+    """Branch payload: children u64[n+1], key end offsets u16[n], all keys."""
+    kids = array("Q", children)
+    if _BIG_ENDIAN:
+        kids.byteswap()
+    payload = kids.tobytes() + _u16_array(accumulate(map(len, keys))) + b"".join(keys)
+    return _seal_payload(TYPE_BRANCH, 0, len(keys), payload, txnid)
 
 
 def decode_node(buf, offset: int):
-    """Decode the node page at `offset` of `buf` -> (is_leaf, keys, values_or_children)."""
-    ptype, _flags, count, _crc, _txnid = PAGE_HEADER.unpack_from(buf, offset)
+    """Decode the node page at `offset` of `buf` -> (is_leaf, keys, values_or_children, size).
+
+    size is the encoded payload length (what btree.node_size computes)."""
+    ptype, flags, count, _crc, _txnid = PAGE_HEADER.unpack_from(buf, offset)
     pos = offset + PAGE_HEADER_SIZE
-    keys = []
-    vals = []
-    u16, u32, u64 = U16.unpack_from, U32.unpack_from, U64.unpack_from
     if ptype == TYPE_LEAF:
-        for _ in range(count):
-            (klen,) = u16(buf, pos)
-            pos += 2
-            keys.append(buf[pos:pos + klen])
-            pos += klen
-            (vlen,) = u32(buf, pos)
-            pos += 4
-            if vlen & OVERFLOW_FLAG:
-                vals.append(Overflow(*OVERFLOW_REF.unpack_from(buf, pos)))
-                pos += OVERFLOW_REF.size
-            else:
-                vals.append(buf[pos:pos + vlen])
-                pos += vlen
-        return True, keys, vals
+        key_ends = _read_array("H", buf, pos, count)
+        value_ends = _read_array("H", buf, pos + 2 * count, count)
+        if flags & LEAF_HAS_OVERFLOW:
+            value_ends = array("H", (e & ~OVERFLOW_BIT for e in value_ends))
+        keys_len = key_ends[-1] if count else 0
+        values_len = value_ends[-1] if count else 0
+        size = 4 * count + keys_len + values_len
+        if size > NODE_CAPACITY:
+            raise ValueError("leaf entries run past the page")
+        pos += 4 * count
+        keys = _split_blob(buf[pos:pos + keys_len], key_ends)
+        vals = _split_blob(buf[pos + keys_len:pos + keys_len + values_len], value_ends)
+        if flags & LEAF_HAS_OVERFLOW:
+            flagged = _read_array("H", buf, offset + PAGE_HEADER_SIZE + 2 * count, count)
+            for i, end in enumerate(flagged):
+                if end & OVERFLOW_BIT:
+                    vals[i] = Overflow(*OVERFLOW_REF.unpack(vals[i]))
+        return True, keys, vals, size
     if ptype == TYPE_BRANCH:
-        vals.append(u64(buf, pos)[0])
-        pos += 8
-        for _ in range(count):
-            (klen,) = u16(buf, pos)
-            pos += 2
-            keys.append(buf[pos:pos + klen])
-            pos += klen
-            vals.append(u64(buf, pos)[0])
-            pos += 8
-        return False, keys, vals
+        children = _read_array("Q", buf, pos, count + 1).tolist()
+        key_ends = _read_array("H", buf, pos + 8 * (count + 1), count)
+        keys_len = key_ends[-1] if count else 0
+        size = 8 * (count + 1) + 2 * count + keys_len
+        if size > NODE_CAPACITY:
+            raise ValueError("branch entries run past the page")
+        start = pos + 8 * (count + 1) + 2 * count
+        return False, _split_blob(buf[start:start + keys_len], key_ends), children, size
     raise ValueError(f"page type {ptype} is not a tree node")
 
 
@@ -268,7 +307,3 @@ def decode_chain_page(buf, offset: int):
         raise ValueError("chain page length out of range")
     start = offset + CHAIN_DATA_OFFSET
     return next_pgno, bytes(buf[start:start + used])
-
-
-def find_index(keys, key) -> int:
-    return bisect_left(keys, key)

@@ -13,7 +13,8 @@ Invariants:
 - fcntl locks belong to a process and all of them drop when *any* descriptor of
   the file is closed, so each process keeps exactly one shared handle per lock
   file (refcounted registry below); threads are serialised with thread locks.
-  Open databases after fork(), not before.
+  A forked child starts with an empty registry: it must open databases itself
+  and not use handles inherited from its parent.
 """
 
 import fcntl
@@ -33,6 +34,17 @@ SLOT_COUNT = (LOCK_FILE_SIZE - SLOTS_OFFSET) // SLOT.size
 
 _registry = {}
 _registry_lock = threading.Lock()
+
+
+def _forget_inherited_handles():
+    # A forked child holds none of the parent's fcntl locks; databases it opens
+    # must get their own handles rather than reuse the inherited ones.
+    global _registry_lock
+    _registry.clear()
+    _registry_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_handles)
 
 
 def lock_path_for(db_path: str) -> str:
@@ -95,7 +107,8 @@ class LockFile:
         with _registry_lock:
             h.refs -= 1
             if h.refs == 0:
-                del _registry[h.key]
+                if _registry.get(h.key) is h:
+                    del _registry[h.key]
                 h.map.close()
                 os.close(h.fd)
 

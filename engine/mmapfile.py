@@ -18,7 +18,7 @@ import threading
 from .layout import PAGE_SIZE
 
 GROWTH_MIN_PAGES = 16          # grow in chunks so small commits do not ftruncate each time
-GROWTH_FRACTION = 8            # ... and by 1/8 of the file for large files
+GROWTH_FRACTION = 32           # ... and by 1/32 of the file for large files
 
 
 class PagedFile:

@@ -4,28 +4,40 @@ A PageView is bound to a mapping that covers every page of its snapshot.  Nodes
 are decoded once and cached process-wide per database, keyed by pgno and
 validated by the txnid stored in the page header: committed pages are never
 modified in place, and a reused page is rewritten by a later commit with a
-larger txnid, so (pgno, txnid) always identifies the same content.
-Cached Node objects are shared and must never be mutated (writers copy them).
+larger txnid, so (pgno, txnid) identifies the content of every page reachable
+from a commit.  (A commit that dies before its commit point may leave pages
+carrying the txnid the next commit will reuse; such pages are unreachable and
+never cached, and a commit that fails in-process clears the cache because it
+already cached its flushed nodes.)  Each PageView also memoises the nodes it
+has validated, since nothing reachable from its snapshot can change while the
+snapshot lives.  Cached Node objects are shared and must never be mutated
+(writers copy them).
 """
 
+import struct
+
 from .errors import CorruptFileError
-from .layout import (PAGE_SIZE, TXNID_OFFSET, TYPE_CHAIN, U64, decode_chain_page,
+from .layout import (PAGE_SIZE, Overflow, TXNID_OFFSET, TYPE_CHAIN, U64, decode_chain_page,
                      decode_node, page_type)
 
-CACHE_LIMIT = 20000
+CACHE_LIMIT = 16384          # decoded nodes kept per database (~64 MiB of pages)
 
 
 class Node:
-    """A B+tree node. Leaf: vals are values; branch: vals are children (len(keys)+1)."""
+    """A B+tree node. Leaf: vals are values; branch: vals are children (len(keys)+1).
 
-    __slots__ = ("leaf", "keys", "vals", "size", "dirty")
+    `spill` is True when a leaf may hold values that are, or must become,
+    chain blobs (Overflow refs / values over INLINE_VALUE_MAX); False lets
+    commits skip scanning every value."""
 
-    def __init__(self, leaf: bool, keys: list, vals: list, size: int, dirty: bool):
+    __slots__ = ("leaf", "keys", "vals", "size", "spill")
+
+    def __init__(self, leaf: bool, keys: list, vals: list, size: int, spill: bool):
         self.leaf = leaf
         self.keys = keys
         self.vals = vals
         self.size = size
-        self.dirty = dirty
+        self.spill = spill
 
 
 class NodeCache:
@@ -37,38 +49,41 @@ class NodeCache:
 
 
 class PageView:
-    def __init__(self, mapping, npages: int, cache: NodeCache, path: str, size_of):
+    def __init__(self, mapping, npages: int, cache: NodeCache, path: str):
         self.map = mapping
         self.npages = npages
         self.cache = cache.nodes
         self.path = path
-        self._size_of = size_of   # computes a node's encoded size (btree knows how)
+        # Nodes already validated for this snapshot: its pages cannot change
+        # while it is alive, so they need no second txnid check.
+        self.memo = {}
 
     def _check_pgno(self, pgno: int):
         if not 0 < pgno < self.npages:
             raise CorruptFileError(f"{self.path}: page reference {pgno} outside file of {self.npages} pages")
 
     def load(self, pgno: int) -> Node:
+        node = self.memo.get(pgno)
+        if node is not None:
+            return node
+        self._check_pgno(pgno)
+        if len(self.memo) >= CACHE_LIMIT:
+            self.memo.clear()
         offset = pgno * PAGE_SIZE
         cached = self.cache.get(pgno)
-        if cached is not None:
-            try:
-                txnid = U64.unpack_from(self.map, offset + TXNID_OFFSET)[0]
-            except Exception:
-                txnid = None
-            if cached[0] == txnid:
-                return cached[1]
-        self._check_pgno(pgno)
+        if cached is not None and cached[0] == U64.unpack_from(self.map, offset + TXNID_OFFSET)[0]:
+            self.memo[pgno] = cached[1]
+            return cached[1]
         txnid = U64.unpack_from(self.map, offset + TXNID_OFFSET)[0]
         try:
-            leaf, keys, vals = decode_node(self.map, offset)
-        except (ValueError, IndexError) as exc:
+            leaf, keys, vals, size = decode_node(self.map, offset)
+        except (ValueError, IndexError, struct.error) as exc:
             raise CorruptFileError(f"{self.path}: page {pgno} is not a valid tree node ({exc})") from None
-        node = Node(leaf, keys, vals, 0, False)
-        node.size = self._size_of(node)
+        node = Node(leaf, keys, vals, size, leaf and any(type(v) is Overflow for v in vals))
         if len(self.cache) >= CACHE_LIMIT:
             self.cache.clear()
         self.cache[pgno] = (txnid, node)
+        self.memo[pgno] = node
         return node
 
     def chain_pages(self, pgno: int) -> list:

@@ -1,0 +1,257 @@
+"""Opening, creating and validating a database file; the Database handle.
+
+Invariants:
+- A new file is built completely in a temporary file, fsynced, then linked
+  into place, so no half-created database is ever visible under `path`.
+- open() validates the file read-only (magic, size, header crc, version, root
+  slots, catalog, schema compatibility) before creating the lock file or
+  writing anything; a failed open leaves the disk unchanged.
+- The only writes are commits (txn.publish_commit) and, after a successful
+  validation, an additive schema migration or a selector repair.
+"""
+
+import errno
+import json
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+
+from . import layout
+from .errors import (CorruptFileError, DatabaseClosedError, EngineError, NotAnEngineFileError,
+                     SchemaError, TruncatedFileError, UnsupportedVersionError)
+from .layout import PAGE_SIZE, RootSlot
+from .lockfile import LockFile
+from .mmapfile import PagedFile
+from .pagestore import NodeCache, PageView
+from .schema import migrate, parse_schema, schema_from_json, schema_to_json
+from .txn import ReadTxn, WriteTxn, publish_commit
+
+DURABILITY_MODES = ("full", "none")
+META_RETRIES = 10000
+
+
+@dataclass
+class Catalog:
+    classes: dict
+    tables: dict
+
+
+def _validate_header(path: str, fd: int) -> RootSlot:
+    size = os.fstat(fd).st_size
+    page0 = os.pread(fd, PAGE_SIZE, 0)
+    if len(page0) < len(layout.MAGIC) or page0[:len(layout.MAGIC)] != layout.MAGIC:
+        raise NotAnEngineFileError(f"{path}: not an engine database (bad magic)")
+    if size < PAGE_SIZE or size % PAGE_SIZE:
+        raise TruncatedFileError(f"{path}: size {size} is not a whole number of {PAGE_SIZE}-byte pages")
+    problem = layout.check_header(page0)
+    if problem == "crc":
+        raise CorruptFileError(f"{path}: header checksum mismatch")
+    if problem == "version":
+        raise UnsupportedVersionError(
+            f"{path}: format version {layout.header_version(page0)} is not supported "
+            f"(this engine reads version {layout.FORMAT_VERSION})")
+    slot = (layout.read_current_slot(lambda: os.pread(fd, layout.HEAD_BYTES, 0))
+            or layout.decode_slot(page0, 1 - layout.read_selector(page0)))   # torn slot: use the other
+    if slot is None:
+        raise CorruptFileError(f"{path}: both root slots are damaged")
+    if slot.npages * PAGE_SIZE > size:
+        raise TruncatedFileError(f"{path}: file has {size // PAGE_SIZE} pages, header needs {slot.npages}")
+    return slot
+
+
+def _create_file(path: str, classes: dict):
+    """Write an empty database to a temp file and link it into place atomically."""
+    catalog = json.dumps({"schema": schema_to_json(classes).decode(), "tables": {}},
+                         sort_keys=True).encode()
+    pgnos = list(range(1, 1 + layout.chain_page_count(len(catalog))))
+    slot = RootSlot(1, 1 + len(pgnos), pgnos[0], len(catalog), 0, 0)
+    header = bytearray(layout.encode_header())
+    header[layout.SLOT_OFFSETS[0]:layout.SLOT_OFFSETS[0] + layout.SLOT.size + 4] = layout.encode_slot(slot)
+    pages = [bytes(header)] + [page for _, page in layout.encode_chain(catalog, pgnos, 1)]
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, b"".join(pages))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        _publish_new_file(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    try:
+        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass                      # some filesystems (e.g. FUSE) cannot fsync a directory
+
+
+def _publish_new_file(tmp: str, path: str):
+    """Move a finished temp file to `path` without ever replacing an existing file."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return                    # another process created it first: open theirs
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
+            raise
+        # No hard links on this filesystem: rename is still atomic; the window
+        # in which a concurrent creator could be replaced is the exists() check.
+        if not os.path.exists(path):
+            os.rename(tmp, path)
+
+
+class Database:
+    """An open database file. Use read() for snapshots and write() to change it."""
+
+    def __init__(self, path, schema=None, durability: str = "full"):
+        if durability not in DURABILITY_MODES:
+            raise EngineError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
+        self.path = os.fspath(path)
+        self.durable = durability == "full"
+        self._snapshots = weakref.WeakSet()
+        wanted = parse_schema(schema) if schema is not None else None
+        if not os.path.exists(self.path):
+            if wanted is None:
+                raise EngineError(f"{self.path}: no such database (pass a schema to create one)")
+            _create_file(self.path, wanted)
+        fd = os.open(self.path, os.O_RDWR)
+        self._lock = None
+        self._file = None
+        try:
+            slot = _validate_header(self.path, fd)
+            self._file = PagedFile(self.path, fd)
+            fd = -1
+            self._cache = NodeCache()
+            self._catalogs = {}
+            stored = self._catalog(self._view(slot), slot)
+            changed = migrate(stored.classes, wanted)[2] if wanted else False
+            self._lock = LockFile(self.path)
+            if layout.decode_slot(self._file.remap(1), layout.read_selector(self._file.map)) is None:
+                self._repair_selector()
+            if changed:
+                self._migrate(wanted)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            self.close()
+            raise
+
+    # -- internals used by transactions -----------------------------------------
+
+    def _check_open(self):
+        if self._file is None or self._file.fd < 0:
+            raise DatabaseClosedError(f"{self.path}: database is closed")
+
+    def _read_meta(self) -> RootSlot:
+        """The current root slot; retries while a concurrent commit tears it."""
+        self._check_open()
+        mapping = self._file.remap(1)
+        for attempt in range(META_RETRIES):
+            slot = layout.read_current_slot(lambda: mapping[:layout.HEAD_BYTES])
+            if slot is not None:
+                return slot
+            time.sleep(0.0001 if attempt > 10 else 0)
+        raise CorruptFileError(f"{self.path}: current root slot is damaged")
+
+    def _view(self, slot: RootSlot) -> PageView:
+        return PageView(self._file.remap(slot.npages), slot.npages, self._cache, self.path)
+
+    def _catalog(self, view: PageView, slot: RootSlot) -> Catalog:
+        cached = self._catalogs.get(slot.txnid)
+        if cached is not None and cached[0] == (slot.catalog_pgno, slot.catalog_len):
+            return cached[1]
+        try:
+            doc = json.loads(view.read_blob(slot.catalog_pgno, slot.catalog_len).decode())
+            catalog = Catalog(schema_from_json(doc["schema"].encode()), doc["tables"])
+        except (ValueError, KeyError, TypeError, SchemaError) as exc:
+            raise CorruptFileError(f"{self.path}: catalog is unreadable ({exc})") from None
+        if len(self._catalogs) > 64:
+            self._catalogs.clear()
+        self._catalogs[slot.txnid] = ((slot.catalog_pgno, slot.catalog_len), catalog)
+        return catalog
+
+    def _publish(self, pages: dict, slot: RootSlot):
+        publish_commit(self._file, pages, slot, self.durable)
+
+    def _repair_selector(self):
+        """After a torn header write (power loss), point the selector at the good slot."""
+        self._lock.acquire_writer()
+        try:
+            page0 = self._file.remap(1)
+            selected = layout.read_selector(page0)
+            if layout.decode_slot(page0, selected) is None and layout.decode_slot(page0, 1 - selected):
+                self._file.write_at(layout.SELECTOR_OFFSET, bytes((1 - selected,)))
+                self._file.sync()
+        finally:
+            self._lock.release_writer()
+
+    def _migrate(self, wanted: dict):
+        with self.write() as tx:
+            merged, new_indexes, changed = migrate(tx.classes, wanted)
+            if not changed:
+                return
+            tx.classes = merged
+            tx.mark_catalog_dirty()
+            for class_name, prop in new_indexes:
+                table = tx._table(class_name)
+                table.add_index(prop, tx._view, tx)
+
+    # -- public API ----------------------------------------------------------------
+
+    @property
+    def schema(self) -> dict:
+        from .schema import describe
+        return describe(self._catalog(self._view(self._read_meta()), self._read_meta()).classes)
+
+    def read(self) -> ReadTxn:
+        """A consistent snapshot of the latest commit (use as a context manager)."""
+        self._check_open()
+        snapshot = ReadTxn(self)
+        self._snapshots.add(snapshot)
+        return snapshot
+
+    def write(self) -> WriteTxn:
+        """The write transaction; blocks while another process/thread writes."""
+        self._check_open()
+        return WriteTxn(self)
+
+    def stats(self) -> dict:
+        from .tools import stats
+        return stats(self)
+
+    def verify(self) -> list:
+        """[] when every invariant holds, else one line per problem found."""
+        from .tools import verify
+        return verify(self)
+
+    def write_copy_to(self, path):
+        """Write a compacted copy of the latest commit to a new file at `path`."""
+        from .tools import write_copy_to
+        write_copy_to(self, os.fspath(path))
+
+    def close(self):
+        """Close the handle; snapshots still open are ended (their reader slots freed)."""
+        for snapshot in list(getattr(self, "_snapshots", ())):
+            snapshot.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        if self._file is not None:
+            self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_database(path, schema=None, durability: str = "full") -> Database:
+    return Database(path, schema, durability)

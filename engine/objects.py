@@ -1,0 +1,215 @@
+"""Objects: tables of typed records, primary keys and secondary indexes.
+
+Each class has one object tree (key = encoded primary key, or the big-endian
+u64 object id for classes without one; value = encoded record) and one index
+tree per indexed property (key = encoded value + object key, value = object
+key).  Invariant: after every write operation the index trees hold exactly one
+entry per object and property, and the catalog count equals the number of
+objects; tools.verify checks both.
+"""
+
+from .btree import Tree
+from .codec import (INDEX_PREFIX, INT64_MAX, INT64_MIN, KEY_U64, RecordCodec, check_value, decode_object_id, decode_primary_key,
+                    default_value, encode_index_value, encode_object_id, encode_primary_key)
+from .errors import (DuplicateKeyError, ObjectNotFoundError, QueryError, TransactionError,
+                     ValidationError)
+from .layout import MAX_KEY_SIZE
+
+_INT_KEY = KEY_U64.pack
+# An index key is encoded value (<= 1 + 2 * INDEX_PREFIX + 2 bytes) + object
+# key, so primary keys are capped well below the tree's MAX_KEY_SIZE.
+MAX_PRIMARY_KEY_SIZE = 300
+assert 1 + 2 * INDEX_PREFIX + 2 + MAX_PRIMARY_KEY_SIZE <= MAX_KEY_SIZE
+
+
+class Obj(dict):
+    """A read-only copy of an object's properties; `.key` is its pk or id."""
+
+    __slots__ = ("key",)
+
+    def __repr__(self):
+        return f"Obj({self.key!r}, {dict.__repr__(self)})"
+
+
+class TableState:
+    """One class's trees and counters inside a transaction."""
+
+    def __init__(self, cls, tree, indexes, count, next_id):
+        self.cls = cls
+        self.tree = tree
+        self.indexes = indexes
+        self.count = count
+        self.next_id = next_id
+        self.dirty = False
+        self.names = [p.name for p in cls.properties]
+        self.name_set = frozenset(self.names)
+        self.wheres = [f"{cls.name}.{name}" for name in self.names]   # for error messages
+        self.codec = RecordCodec.for_props(cls.properties)
+        self.pk_prop = cls.by_name.get(cls.primary_key) if cls.primary_key else None
+        self.pk_pos = self.names.index(cls.primary_key) if cls.primary_key else None
+        self.int_keys = self.pk_prop is not None and self.pk_prop.type == "int"
+
+    @classmethod
+    def from_catalog(cls, classes, tables, name, view, txn):
+        if name not in classes:
+            raise QueryError(f"unknown class {name!r} (known: {', '.join(sorted(classes))})")
+        entry = tables.get(name) or {"root": 0, "count": 0, "next_id": 1, "indexes": {}}
+        schema = classes[name]
+        indexes = {p.name: Tree(view, entry["indexes"].get(p.name, 0), txn)
+                   for p in schema.indexed()}
+        return cls(schema, Tree(view, entry["root"], txn), indexes, entry["count"], entry["next_id"])
+
+    def flush(self, alloc, out, txnid) -> dict:
+        return {"root": self.tree.flush(alloc, out, txnid),
+                "count": self.count, "next_id": self.next_id,
+                "indexes": {name: tree.flush(alloc, out, txnid)
+                            for name, tree in self.indexes.items()}}
+
+    # -- keys and records ------------------------------------------------------
+
+    def object_key(self, key) -> bytes:
+        if self.int_keys and type(key) is int and INT64_MIN <= key <= INT64_MAX:
+            return _INT_KEY(key - INT64_MIN)      # fast path of point reads
+        if self.pk_prop is not None:
+            value = check_value(f"{self.cls.name} primary key", self.pk_prop, key)
+            encoded = encode_primary_key(self.pk_prop, value)
+            if len(encoded) > MAX_PRIMARY_KEY_SIZE:
+                raise ValidationError(
+                    f"{self.cls.name}: primary key longer than {MAX_PRIMARY_KEY_SIZE} bytes when encoded")
+            return encoded
+        if isinstance(key, bool) or not isinstance(key, int) or not 0 < key < 1 << 63:
+            raise ValidationError(f"{self.cls.name}: object id must be a positive int, got {key!r:.60}")
+        return encode_object_id(key)
+
+    def user_key(self, key: bytes):
+        if self.pk_prop is not None:
+            return decode_primary_key(self.pk_prop, key)
+        return decode_object_id(key)
+
+    def make_obj(self, key: bytes, record: bytes) -> Obj:
+        obj = Obj(zip(self.names, self.codec.decode(record)))
+        obj.key = self.user_key(key)
+        return obj
+
+    def values_for(self, values: dict, base=None) -> list:
+        if not isinstance(values, dict):
+            raise ValidationError(f"{self.cls.name}: values must be a dict, got {type(values).__name__}")
+        if not self.name_set.issuperset(values):
+            unknown = sorted(set(values) - self.name_set)
+            raise ValidationError(f"{self.cls.name}: unknown property {unknown[0]!r}")
+        result = []
+        for i, prop in enumerate(self.cls.properties):
+            if prop.name in values:
+                result.append(check_value(self.wheres[i], prop, values[prop.name]))
+            else:
+                result.append(base[i] if base is not None else default_value(prop))
+        return result
+
+    def index_entries(self, key: bytes, values: list):
+        for i, prop in enumerate(self.cls.properties):
+            if prop.indexed:
+                yield prop.name, encode_index_value(prop, values[i]) + key
+
+    # -- writes ----------------------------------------------------------------
+
+    def insert(self, values: dict):
+        vals = self.values_for(values)
+        if self.pk_prop is not None:
+            if self.cls.primary_key not in values:
+                raise ValidationError(f"{self.cls.name}: primary key {self.cls.primary_key!r} is required")
+            key = self.object_key(vals[self.pk_pos])
+            if self.tree.get(key) is not None:
+                raise DuplicateKeyError(f"{self.cls.name}: primary key {vals[self.pk_pos]!r:.60} already exists")
+            user_key = vals[self.pk_pos]
+        else:
+            user_key = self.next_id
+            key = encode_object_id(user_key)
+            self.next_id += 1
+        self.tree.put(key, self.codec.encode(vals))
+        for name, index_key in self.index_entries(key, vals):
+            self.indexes[name].put(index_key, key)
+        self.count += 1
+        self.dirty = True
+        return user_key
+
+    def load(self, user_key):
+        key = self.object_key(user_key)
+        record = self.tree.get(key)
+        if record is None:
+            raise ObjectNotFoundError(f"{self.cls.name}: no object with key {user_key!r:.60}")
+        return key, self.codec.decode(record)
+
+    def modify(self, user_key, changes: dict):
+        key, old = self.load(user_key)
+        new = self.values_for(changes, old)
+        if self.pk_prop is not None and new[self.pk_pos] != old[self.pk_pos]:
+            raise ValidationError(f"{self.cls.name}: the primary key cannot be changed")
+        old_entries = dict(self.index_entries(key, old))
+        for name, index_key in self.index_entries(key, new):
+            if old_entries[name] != index_key:
+                self.indexes[name].delete(old_entries[name])
+                self.indexes[name].put(index_key, key)
+        self.tree.put(key, self.codec.encode(new))
+        self.dirty = True
+
+    def remove(self, user_key):
+        key, old = self.load(user_key)
+        for name, index_key in self.index_entries(key, old):
+            self.indexes[name].delete(index_key)
+        self.tree.delete(key)
+        self.count -= 1
+        self.dirty = True
+
+    def add_index(self, prop_name: str, view, txn):
+        """Build a new index from all objects (schema migration)."""
+        tree = Tree(view, 0, txn)
+        pos = self.names.index(prop_name)
+        prop = self.cls.properties[pos]
+        for key, record in list(self.tree.items()):
+            value = self.codec.decode(record)[pos]
+            tree.put(encode_index_value(prop, value) + key, key)
+        self.indexes[prop_name] = tree
+        self.dirty = True
+
+
+class ObjectAccess:
+    """Object-level API shared by snapshots and write transactions."""
+
+    writable = False
+
+    def get(self, class_name: str, key):
+        """The object with this primary key (or id), or None."""
+        table = self._tables.get(class_name)
+        if table is None or self._done:
+            table = self._table(class_name)
+        if table.int_keys and type(key) is int and INT64_MIN <= key <= INT64_MAX:
+            record = table.tree.get(_INT_KEY(key - INT64_MIN))     # point-read fast path
+        else:
+            record = table.tree.get(table.object_key(key))
+        if record is None:
+            return None
+        obj = Obj(zip(table.names, table.codec.decode(record)))
+        obj.key = key
+        return obj
+
+    def objects(self, class_name: str):
+        from .query import Results
+        return Results(self, self._table(class_name))
+
+    def count(self, class_name: str) -> int:
+        return self._table(class_name).count
+
+    def _writer(self, class_name: str) -> TableState:
+        if not self.writable:
+            raise TransactionError("writes need a write transaction (db.write())")
+        return self._table(class_name)
+
+    def create(self, class_name: str, values: dict):
+        """Insert an object; returns its primary key value (or new object id)."""
+        return self._writer(class_name).insert(values)
+
+    def update(self, class_name: str, key, changes: dict):
+        self._writer(class_name).modify(key, changes)
+
+    def delete(self, class_name: str, key):
+        self._writer(class_name).remove(key)

@@ -1,0 +1,243 @@
+"""Bad input files, header slots, corruption detection, maintenance and CLI."""
+
+import hashlib
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import pytest
+
+import engine
+from engine import layout
+from enginetest_support import subprocess_env
+
+SCHEMA = {"Item": {"k": "int primary_key", "v": "str index"}}
+
+
+def digest(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def make_db(path, commits=3, per_commit=200):
+    with engine.open(path, schema=SCHEMA) as db:
+        for c in range(commits):
+            with db.write() as tx:
+                for i in range(per_commit):
+                    key = c * per_commit + i
+                    tx.create("Item", {"k": key, "v": f"value-{key}" * 5})
+    return path
+
+
+def patch(path, offset, data):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def rewrite_header_crc(path):
+    with open(path, "r+b") as f:
+        head = f.read(layout.HEADER.size)
+        f.seek(layout.HEADER_CRC_OFFSET)
+        f.write(struct.pack("<I", zlib.crc32(head)))
+
+
+def damage_not_engine(path):
+    with open(path, "wb") as f:
+        f.write(b"SQLite format 3\x00" + bytes(8192))
+
+
+def damage_empty(path):
+    open(path, "wb").close()
+
+
+def damage_truncate_pages(path):
+    os.truncate(path, 4 * layout.PAGE_SIZE)
+
+
+def damage_partial_page(path):
+    os.truncate(path, os.path.getsize(path) - 100)
+
+
+def damage_version(path):
+    patch(path, 8, struct.pack("<I", 99))
+    rewrite_header_crc(path)
+
+
+def damage_header_crc(path):
+    patch(path, 12, struct.pack("<I", 8192))
+
+
+def damage_both_slots(path):
+    for offset in layout.SLOT_OFFSETS:
+        patch(path, offset + 3, b"\xee")
+
+
+@pytest.mark.parametrize("damage, error, fragment", [
+    (damage_not_engine, engine.NotAnEngineFileError, "not an engine database"),
+    (damage_empty, engine.NotAnEngineFileError, "not an engine database"),
+    (damage_truncate_pages, engine.TruncatedFileError, "pages"),
+    (damage_partial_page, engine.TruncatedFileError, "whole number"),
+    (damage_version, engine.UnsupportedVersionError, "version 99"),
+    (damage_header_crc, engine.CorruptFileError, "header checksum"),
+    (damage_both_slots, engine.CorruptFileError, "both root slots"),
+])
+def test_bad_files_raise_specific_errors_and_stay_untouched(db_dir, damage, error, fragment):
+    path = str(db_dir / "bad.db")
+    make_db(path)
+    os.unlink(path + ".lock")
+    damage(path)
+    before = digest(path)
+    with pytest.raises(error, match=fragment) as info:
+        engine.open(path, schema=SCHEMA)
+    assert "\n" not in str(info.value)
+    assert digest(path) == before
+    assert not os.path.exists(path + ".lock")
+
+
+def test_torn_selected_slot_falls_back_to_previous_commit(db_dir):
+    path = make_db(str(db_dir / "torn.db"), commits=3)
+    with open(path, "rb") as f:
+        selected = layout.read_selector(f.read(64))
+    patch(path, layout.SLOT_OFFSETS[selected] + 5, b"\x99")    # as if power failed mid-write
+    with engine.open(path) as db:
+        with db.read() as snap:
+            assert snap.count("Item") == 400                   # the commit before the last
+        assert db.verify() == []
+        with db.write() as tx:
+            tx.create("Item", {"k": -1, "v": "after repair"})
+    with engine.open(path) as db, db.read() as snap:
+        assert snap.count("Item") == 401
+
+
+def test_verify_reports_damaged_pages(db_dir):
+    path = make_db(str(db_dir / "corrupt.db"))
+    with engine.open(path) as db:
+        assert db.verify() == []
+        with db.read() as snap:
+            root = snap._catalog.tables["Item"]["root"]
+    patch(path, root * layout.PAGE_SIZE + 100, b"\xde\xad")
+    with engine.open(path) as db:
+        problems = db.verify()
+    assert any("checksum mismatch" in p for p in problems)
+
+
+def test_write_copy_to_compacts_and_preserves_content(db_dir):
+    path = make_db(str(db_dir / "big.db"), commits=5)
+    copy_path = str(db_dir / "copy.db")
+    with engine.open(path) as db:
+        with db.write() as tx:
+            for key in range(0, 1000, 3):
+                tx.delete("Item", key)
+        db.write_copy_to(copy_path)
+        with pytest.raises(engine.EngineError, match="already exists"):
+            db.write_copy_to(copy_path)
+        with db.read() as snap:
+            original = [dict(o) for o in snap.objects("Item")]
+    assert os.path.getsize(copy_path) < os.path.getsize(path)
+    with engine.open(copy_path) as copy:
+        assert copy.verify() == []
+        with copy.read() as snap:
+            assert [dict(o) for o in snap.objects("Item")] == original
+            assert snap.objects("Item").filter(v="value-1" * 5).keys() == [1]
+        assert copy.stats()["objects"] == {"Item": len(original)}
+
+
+def test_stats(db_dir):
+    path = make_db(str(db_dir / "stats.db"))
+    with engine.open(path) as db:
+        stats = db.stats()
+        snap = db.read()
+        assert db.stats()["live_snapshots"] == 1
+        snap.close()
+    assert stats["objects"] == {"Item": 600}
+    assert stats["pages_total"] * layout.PAGE_SIZE == stats["file_size"]
+    assert stats["pages_allocated"] <= stats["pages_total"]
+    assert stats["version"] == 4 and stats["live_snapshots"] == 0
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True,
+                          env=subprocess_env(), timeout=60)
+
+
+def test_cli(db_dir):
+    path = make_db(str(db_dir / "cli.db"), commits=1, per_commit=3)
+    info = run_cli("info", path)
+    assert info.returncode == 0 and "objects: {'Item': 3}" in info.stdout
+    verify = run_cli("verify", path)
+    assert verify.returncode == 0 and verify.stdout.strip() == "ok"
+    dump = run_cli("dump", path, "Item")
+    assert dump.returncode == 0 and len(dump.stdout.splitlines()) == 3 and '"_key": 0' in dump.stdout
+    out = str(db_dir / "compact.db")
+    assert run_cli("compact", path, out).returncode == 0 and os.path.exists(out)
+    bad = str(db_dir / "notdb")
+    damage_not_engine(bad)
+    for args in (("info", bad), ("dump", path, "Nope"), ("verify", str(db_dir / "missing.db"))):
+        result = run_cli(*args)
+        assert result.returncode == 1
+        assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+    damaged = make_db(str(db_dir / "damaged.db"))
+    with engine.open(damaged) as db, db.read() as snap:
+        root = snap._catalog.tables["Item"]["root"]
+    patch(damaged, root * layout.PAGE_SIZE + 50, b"\x00\x01")
+    result = run_cli("verify", damaged)
+    assert result.returncode == 1 and "problem" in result.stdout
+
+
+def test_previous_commit_stays_intact_while_the_next_is_written(db_dir, monkeypatch):
+    """The non-selected root slot's tree is never overwritten by the commit in
+    progress, so falling back to it (damaged selected slot) is always safe."""
+    path = make_db(str(db_dir / "fallback.db"), commits=3)          # txns 2, 3, 4
+    with engine.open(path) as db:
+        with db.read() as snap:
+            at_txn_4 = {o.key: dict(o) for o in snap.objects("Item")}
+        with db.write() as tx:                                        # txn 5
+            for key in at_txn_4:
+                tx.update("Item", key, {"v": "five"})
+
+        def pages_then_crash(paged_file, pages, slot, durable):
+            paged_file.ensure_size(slot.npages)
+            paged_file.write_pages(pages)
+            raise RuntimeError("simulated crash before the root slot is written")
+
+        monkeypatch.setattr(engine.db, "publish_commit", pages_then_crash)
+        with pytest.raises(RuntimeError), db.write() as tx:           # txn 6, never committed
+            for key in at_txn_4:
+                tx.update("Item", key, {"v": "six" * 40})
+            tx.commit()
+    with open(path, "rb") as f:
+        selected = layout.read_selector(f.read(64))
+    patch(path, layout.SLOT_OFFSETS[selected] + 5, b"\x99")          # txn 5's slot is lost
+    with engine.open(path) as db:
+        assert db.verify() == []
+        with db.read() as snap:
+            assert {o.key: dict(o) for o in snap.objects("Item")} == at_txn_4
+
+
+def test_create_without_hard_link_support(db_dir, monkeypatch):
+    """Some filesystems (FUSE) refuse link(); creation falls back to rename."""
+    def no_link(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(os, "link", no_link)
+    path = str(db_dir / "nolink.db")
+    with engine.open(path, schema=SCHEMA) as db:
+        with db.write() as tx:
+            tx.create("Item", {"k": 1, "v": "x"})
+    assert sorted(os.listdir(db_dir)) == ["nolink.db", "nolink.db.lock"]
+    with engine.open(path) as db, db.read() as snap:
+        assert snap.get("Item", 1)["v"] == "x"
+
+
+def test_header_reads_retry_until_stable():
+    """A header read that overlaps a writer's slot update is read again."""
+    good = bytearray(layout.encode_header())
+    slot = layout.RootSlot(7, 10, 1, 5, 0, 0)
+    good[layout.SLOT_OFFSETS[0]:layout.SLOT_OFFSETS[0] + len(layout.encode_slot(slot))] = layout.encode_slot(slot)
+    torn = bytearray(good)
+    torn[layout.SLOT_OFFSETS[0] + 2] ^= 0xFF
+    reads = iter([torn, good, good])
+    assert layout.read_current_slot(lambda: next(reads)[:layout.HEAD_BYTES]) == slot
+    assert layout.read_current_slot(lambda: torn[:layout.HEAD_BYTES]) is None   # stably damaged
