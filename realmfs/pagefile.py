@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
 from collections import OrderedDict
 
@@ -56,6 +57,18 @@ REALM_MNEMONIC = b"T-DB"
 REALM_MNEMONIC_OFFSET = 16
 META_CACHE_BLOCKS = 256   # 1 MiB of IV tables per open file: covers 64 MiB of data
 KEY_PROBE_PAGES = 16      # written pages tried before a .realm file is said to have another key
+_COUNTER = struct.Struct("<I")   # slot 1's counter, the first field of an entry
+_scratch = threading.local()     # per thread: one block of pages, read and decrypted in place
+
+
+def _read_buffer() -> memoryview:
+    """This thread's buffer for one group of pages (64 pages at most): re-used, because a
+    fresh 256 KiB buffer costs page faults on every read."""
+    try:
+        return _scratch.view
+    except AttributeError:
+        _scratch.view = memoryview(bytearray(ENTRIES_PER_BLOCK * PAGE_SIZE))
+        return _scratch.view
 
 
 def looks_like_plain_realm(first_bytes: bytes) -> bool:
@@ -212,51 +225,60 @@ class EncryptedFile:
                 return b""
             length = min(length, self._size - offset)
             first, last = offset // PAGE_SIZE, (offset + length - 1) // PAGE_SIZE
-            plain = self._read_pages(first, last, lenient=self.salvage)
             start = offset - first * PAGE_SIZE
+            if block_of(first) == block_of(last):    # one group: one copy out of the buffer
+                return bytes(self._read_group(first, last, self.salvage)[start:start + length])
+            plain = self._read_pages(first, last, lenient=self.salvage)
             return plain[start:start + length]
 
     def _read_pages(self, first: int, last: int, *, lenient: bool = False) -> bytes:
         """Plaintext of pages first..last; raise IntegrityError on an unreadable page."""
         parts = []
         for group_first, group_last in contiguous_page_groups(first, last):
-            parts.append(self._read_group(group_first, group_last, lenient))
+            parts.append(bytes(self._read_group(group_first, group_last, lenient)))
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _read_group(self, first: int, last: int, lenient: bool) -> bytes:
+    def _read_group(self, first: int, last: int, lenient: bool) -> memoryview:
+        """Plaintext of pages first..last of one block, as a view of this thread's read
+        buffer: valid until the thread's next ``_read_group``."""
         count = last - first + 1
+        size = count * PAGE_SIZE
         meta = self._meta_block(block_of(first))
-        raw = os.pread(self.fd, count * PAGE_SIZE, page_offset(first, self.base))
-        view = memoryview(raw)
-        ivs: list[bytes] = []
-        decrypt_ok = True
-        outcomes = []
+        buffer = _read_buffer()[:size]
+        got = os.preadv(self.fd, [buffer], page_offset(first, self.base))
+        view = buffer[:got]
         binding_id = self._binding_id()
+        start = (first % ENTRIES_PER_BLOCK) * ENTRY_SIZE
+        ivs = self.cipher.check_pages(view, meta, start, first, count, binding_id)
+        if None not in ivs:     # every page authenticates in slot 1: the common case
+            block = block_of(first)
+            self._live[block] = self._live.get(block, 0) | ((1 << count) - 1) << (first % ENTRIES_PER_BLOCK)
+            self.cipher.decrypt_in_place(buffer, ivs)
+            return buffer
+        zeros = []
         for index in range(count):
+            if ivs[index] is not None:
+                self._set_live(first + index, True)
+                continue
             page = first + index
             ciphertext = view[index * PAGE_SIZE:(index + 1) * PAGE_SIZE]
-            result, counter = self.cipher.classify(self._entry(meta, page), ciphertext, page, binding_id)
+            entry = self._entry(meta, page)
+            result, counter = self.cipher.classify(entry, ciphertext, page, binding_id)
             if result is ReadResult.SUCCESS or result is ReadResult.FALLBACK:
                 if result is ReadResult.FALLBACK:
                     self._note_torn(page, meta)
                 else:
                     self._set_live(page, True)
-                ivs.append(page_iv(counter, page))
-                outcomes.append(None)
+                ivs[index] = page_iv(counter, page)
             else:
-                decrypt_ok = False
-                ivs.append(b"")
-                outcomes.append(self._unreadable(page, result, ciphertext, lenient))
-        if decrypt_ok:
-            return self.cipher.decrypt_pages(view[:count * PAGE_SIZE], ivs)
-        pieces = []
-        for index, zeros in enumerate(outcomes):
-            if zeros is not None:
-                pieces.append(zeros)
-            else:
-                ciphertext = view[index * PAGE_SIZE:(index + 1) * PAGE_SIZE]
-                pieces.append(self.cipher.decrypt_page_with_iv(ciphertext, ivs[index]))
-        return b"".join(pieces)
+                self._unreadable(page, result, ciphertext, lenient)   # zeros, or raises
+                zeros.append(index)
+        for index in zeros:     # after every check: a raise leaves no page half-done
+            buffer[index * PAGE_SIZE:(index + 1) * PAGE_SIZE] = ZERO_PAGE
+        for index in range(count):
+            if ivs[index] is not None:
+                self.cipher.decrypt_in_place(buffer, [ivs[index]], index * PAGE_SIZE)
+        return buffer
 
     def _note_torn(self, page: int, meta: bytearray) -> None:
         """Slot 2 served the page: slot 1's counter was used by a write that never landed.
@@ -279,16 +301,30 @@ class EncryptedFile:
         slot 2, and moving the dead slot 1 over it would leave a second crash between
         entry and data with no version that authenticates. One pread per group, once
         per page and session."""
+        live = self._live.get(block_of(first), 0)
+        lost = self._lost_counter
+        start = (first % ENTRIES_PER_BLOCK) * ENTRY_SIZE
         unknown = [page for page in range(first, first + count)
-                   if page not in self._lost_counter
-                   and not self._live.get(block_of(page), 0) >> (page % ENTRIES_PER_BLOCK) & 1
-                   and self._entry(meta, page).written]
+                   if not live >> (page % ENTRIES_PER_BLOCK) & 1
+                   and page not in lost
+                   and _COUNTER.unpack_from(meta, start + (page - first) * ENTRY_SIZE)[0]]
         if not unknown:
             return
         low = unknown[0]
-        raw = os.pread(self.fd, (unknown[-1] - low + 1) * PAGE_SIZE, page_offset(low, self.base))
+        span = unknown[-1] - low + 1
+        buffer = _read_buffer()[:span * PAGE_SIZE]
+        raw = buffer[:os.preadv(self.fd, [buffer], page_offset(low, self.base))]
+        check = self.cipher.check_pages
+        if len(unknown) == span:    # one pass over the run (the usual case)
+            verified = check(raw, meta, (low % ENTRIES_PER_BLOCK) * ENTRY_SIZE, low, span, binding_id)
+        else:
+            verified = None
         for page in unknown:
             ciphertext = raw[(page - low) * PAGE_SIZE:(page - low + 1) * PAGE_SIZE]
+            ok = verified[page - low] if verified is not None else \
+                check(ciphertext, meta, (page % ENTRIES_PER_BLOCK) * ENTRY_SIZE, page, 1, binding_id)[0]
+            if ok is not None:
+                continue        # slot 1 authenticates: SUCCESS, nothing to note
             result, _ = self.cipher.classify(self._entry(meta, page), ciphertext, page, binding_id)
             if result is ReadResult.FALLBACK:
                 self._note_torn(page, meta)
@@ -324,14 +360,21 @@ class EncryptedFile:
             old_size = self._size
             if end > old_size:
                 self._grow_body(end)
-            data = memoryview(data).cast("B")
+            source = data if type(data) is bytes else memoryview(data).cast("B")
             first, last = offset // PAGE_SIZE, (end - 1) // PAGE_SIZE
             for group_first, group_last in contiguous_page_groups(first, last):
+                lo = max(offset, group_first * PAGE_SIZE)
+                hi = min(end, (group_last + 1) * PAGE_SIZE)
+                count = group_last - group_first + 1
+                if lo % PAGE_SIZE == 0 and hi - lo == count * PAGE_SIZE:
+                    # whole pages: encrypted straight from the caller's buffer
+                    self._write_group(group_first, source, count, lo - offset)
+                    continue
                 pages = []
                 for page in range(group_first, group_last + 1):
                     page_start = page * PAGE_SIZE
                     lo, hi = max(offset, page_start), min(end, page_start + PAGE_SIZE)
-                    chunk = data[lo - offset:hi - offset]
+                    chunk = source[lo - offset:hi - offset]
                     if hi - lo == PAGE_SIZE:
                         pages.append(chunk)
                     else:
@@ -350,8 +393,11 @@ class EncryptedFile:
         base[start:start + len(chunk)] = chunk
         return bytes(base)
 
-    def _write_group(self, first: int, plaintexts: list) -> None:
+    def _write_group(self, first: int, plaintexts, count: int | None = None, offset: int = 0) -> None:
         """Encrypt and write pages first.. (one metadata block) in crash-safe order.
+
+        ``plaintexts`` is a list of pages, or (with ``count``) one buffer holding
+        ``count`` pages from byte ``offset`` on.
 
         Rewrites: entry first, then data (Realm Core's order): a crash in between
         leaves slot 2 matching the old data, so the old page is served.
@@ -359,53 +405,50 @@ class EncryptedFile:
         empty and the page reads as never written (zeros) -- its old content --
         instead of an "interrupted first write" that looks like tampering.
         """
-        meta = self._meta_block(block_of(first))
+        if count is None:
+            count = len(plaintexts)
+            plaintexts = plaintexts[0] if count == 1 else b"".join(plaintexts)
+        block = block_of(first)
+        meta = self._meta_block(block)
         binding_id = self._binding_id()
-        count = len(plaintexts)
-        self._find_torn(first, count, meta, binding_id)
-        for page in range(first, first + count):
-            self._set_live(page, False)
-        before = bytes(self._entry_slice(meta, first, count))
-        ciphertexts = []
-        first_writes = False
-        for index, plaintext in enumerate(plaintexts):
-            page = first + index
-            old = self._entry(meta, page)
-            first_writes |= not old.written
-            ciphertext, new = self.cipher.seal_page(plaintext, old, page, binding_id,
-                                                    self._lost_counter.pop(page, 0), self._counter_floor)
-            ciphertexts.append(ciphertext)
-            start = (page % ENTRIES_PER_BLOCK) * ENTRY_SIZE
-            meta[start:start + ENTRY_SIZE] = new.pack()
-        after = bytes(self._entry_slice(meta, first, count))
+        bits = ((1 << count) - 1) << (first % ENTRIES_PER_BLOCK)
+        if self._live.get(block, 0) & bits != bits:
+            self._find_torn(first, count, meta, binding_id)
+        self._live[block] = self._live.get(block, 0) & ~bits
+        start = (first % ENTRIES_PER_BLOCK) * ENTRY_SIZE
+        end = start + count * ENTRY_SIZE
+        before = bytes(meta[start:end])
+        lost = self._lost_counter
+        floors = [lost.pop(page, 0) for page in range(first, first + count)] if lost else None
+        ciphertext, first_writes = self.cipher.seal_pages(plaintexts, meta, start, first, count,
+                                                          binding_id, floors, offset, self._counter_floor)
+        after = bytes(meta[start:end])
         where = entry_offset(first, self.base)
         try:
-            self._write_in_order(first, before, after, ciphertexts, first_writes, where)
+            self._write_in_order(first, before, after, ciphertext, first_writes, where)
         except BaseException:
             # the cached entries may now be ahead of the disk: forget them, re-read later
-            self._meta.pop(block_of(first), None)
+            self._meta.pop(block, None)
             raise
-        for page in range(first, first + count):
-            self._set_live(page, True)
+        self._live[block] = self._live.get(block, 0) | bits
 
-    def _write_in_order(self, first: int, before: bytes, after: bytes, ciphertexts: list,
+    def _write_in_order(self, first: int, before: bytes, after: bytes, ciphertext,
                         first_writes: bool, where: int) -> None:
-        """The backing writes of one group, in the order _write_group's docstring gives."""
-        count = len(ciphertexts)
+        """The backing writes of one group, in the order _write_group's docstring gives.
+        ``ciphertext`` holds the group's pages, contiguous."""
         if first_writes:
             # entries of pages being rewritten go first; entries of first writes stay empty
             early = bytearray(after)
-            for index in range(count):
-                old_start = index * ENTRY_SIZE
-                if not Entry.unpack(before[old_start:old_start + ENTRY_SIZE]).written:
+            for old_start in range(0, len(before), ENTRY_SIZE):
+                if not _COUNTER.unpack_from(before, old_start)[0]:
                     early[old_start:old_start + ENTRY_SIZE] = before[old_start:old_start + ENTRY_SIZE]
             if early != before:
                 self._pwrite(bytes(early), where)
-            self._pwrite(b"".join(ciphertexts), page_offset(first, self.base))
+            self._pwrite(ciphertext, page_offset(first, self.base))
             self._pwrite(after, where)
         else:
             self._pwrite(after, where)
-            self._pwrite(b"".join(ciphertexts), page_offset(first, self.base))
+            self._pwrite(ciphertext, page_offset(first, self.base))
 
     @staticmethod
     def _entry_slice(meta: bytearray, first: int, count: int):
