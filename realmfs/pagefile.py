@@ -22,6 +22,7 @@ Invariants
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import struct
@@ -61,14 +62,15 @@ _COUNTER = struct.Struct("<I")   # slot 1's counter, the first field of an entry
 _scratch = threading.local()     # per thread: one block of pages, read and decrypted in place
 
 
-def _read_buffer() -> memoryview:
-    """This thread's buffer for one group of pages (64 pages at most): re-used, because a
-    fresh 256 KiB buffer costs page faults on every read."""
+def _read_buffer():
+    """This thread's buffer for one group of pages (64 at most) and a byte view of it:
+    re-used, because a fresh 256 KiB buffer costs page faults on every read."""
     try:
-        return _scratch.view
+        return _scratch.buffer, _scratch.view
     except AttributeError:
-        _scratch.view = memoryview(bytearray(ENTRIES_PER_BLOCK * PAGE_SIZE))
-        return _scratch.view
+        _scratch.buffer = ctypes.create_string_buffer(ENTRIES_PER_BLOCK * PAGE_SIZE)
+        _scratch.view = memoryview(_scratch.buffer).cast("B")
+        return _scratch.buffer, _scratch.view
 
 
 def looks_like_plain_realm(first_bytes: bytes) -> bool:
@@ -244,7 +246,8 @@ class EncryptedFile:
         count = last - first + 1
         size = count * PAGE_SIZE
         meta = self._meta_block(block_of(first))
-        buffer = _read_buffer()[:size]
+        array, whole = _read_buffer()
+        buffer = whole[:size]
         got = os.preadv(self.fd, [buffer], page_offset(first, self.base))
         view = buffer[:got]
         binding_id = self._binding_id()
@@ -253,7 +256,7 @@ class EncryptedFile:
         if None not in ivs:     # every page authenticates in slot 1: the common case
             block = block_of(first)
             self._live[block] = self._live.get(block, 0) | ((1 << count) - 1) << (first % ENTRIES_PER_BLOCK)
-            self.cipher.decrypt_in_place(buffer, ivs)
+            self.cipher.decrypt_in_place(array, ivs)
             return buffer
         zeros = []
         for index in range(count):
@@ -277,7 +280,7 @@ class EncryptedFile:
             buffer[index * PAGE_SIZE:(index + 1) * PAGE_SIZE] = ZERO_PAGE
         for index in range(count):
             if ivs[index] is not None:
-                self.cipher.decrypt_in_place(buffer, [ivs[index]], index * PAGE_SIZE)
+                self.cipher.decrypt_in_place(array, [ivs[index]], index * PAGE_SIZE)
         return buffer
 
     def _note_torn(self, page: int, meta: bytearray) -> None:
@@ -312,7 +315,7 @@ class EncryptedFile:
             return
         low = unknown[0]
         span = unknown[-1] - low + 1
-        buffer = _read_buffer()[:span * PAGE_SIZE]
+        buffer = _read_buffer()[1][:span * PAGE_SIZE]
         raw = buffer[:os.preadv(self.fd, [buffer], page_offset(low, self.base))]
         check = self.cipher.check_pages
         if len(unknown) == span:    # one pass over the run (the usual case)
