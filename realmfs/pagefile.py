@@ -59,6 +59,7 @@ REALM_MNEMONIC_OFFSET = 16
 META_CACHE_BLOCKS = 256   # 1 MiB of IV tables per open file: covers 64 MiB of data
 KEY_PROBE_PAGES = 16      # written pages tried before a .realm file is said to have another key
 _COUNTER = struct.Struct("<I")   # slot 1's counter, the first field of an entry
+_COUNTERS = struct.Struct("<I28xI")   # the counters of slot 1 and slot 2
 _scratch = threading.local()     # per thread: one block of pages, read and decrypted in place
 
 
@@ -303,14 +304,16 @@ class EncryptedFile:
         the live version: after a torn write (a crash in an earlier session) that is
         slot 2, and moving the dead slot 1 over it would leave a second crash between
         entry and data with no version that authenticates. One pread per group, once
-        per page and session."""
+        per page and session, and only for pages with both slots written: classify
+        can only fall back to a slot 2 that exists, so a page written once (slot 2
+        empty) has nothing to find."""
         live = self._live.get(block_of(first), 0)
         lost = self._lost_counter
         start = (first % ENTRIES_PER_BLOCK) * ENTRY_SIZE
         unknown = [page for page in range(first, first + count)
                    if not live >> (page % ENTRIES_PER_BLOCK) & 1
                    and page not in lost
-                   and _COUNTER.unpack_from(meta, start + (page - first) * ENTRY_SIZE)[0]]
+                   and all(_COUNTERS.unpack_from(meta, start + (page - first) * ENTRY_SIZE))]
         if not unknown:
             return
         low = unknown[0]
