@@ -58,8 +58,7 @@ REALM_MNEMONIC = b"T-DB"
 REALM_MNEMONIC_OFFSET = 16
 META_CACHE_BLOCKS = 256   # 1 MiB of IV tables per open file: covers 64 MiB of data
 KEY_PROBE_PAGES = 16      # written pages tried before a .realm file is said to have another key
-_COUNTER = struct.Struct("<I")   # slot 1's counter, the first field of an entry
-_COUNTERS = struct.Struct("<I28xI")   # the counters of slot 1 and slot 2
+_COUNTERS = struct.Struct("<I28xI28x")   # one entry's counters of slot 1 and slot 2
 _scratch = threading.local()     # per thread: one block of pages, read and decrypted in place
 
 
@@ -310,10 +309,12 @@ class EncryptedFile:
         live = self._live.get(block_of(first), 0)
         lost = self._lost_counter
         start = (first % ENTRIES_PER_BLOCK) * ENTRY_SIZE
-        unknown = [page for page in range(first, first + count)
-                   if not live >> (page % ENTRIES_PER_BLOCK) & 1
-                   and page not in lost
-                   and all(_COUNTERS.unpack_from(meta, start + (page - first) * ENTRY_SIZE))]
+        entries = memoryview(meta)[start:start + count * ENTRY_SIZE]
+        unknown = [page for page, (iv1, iv2) in enumerate(_COUNTERS.iter_unpack(entries), first)
+                   if iv1 and iv2
+                   and not live >> (page % ENTRIES_PER_BLOCK) & 1
+                   and page not in lost]
+        entries.release()
         if not unknown:
             return
         low = unknown[0]
@@ -444,12 +445,14 @@ class EncryptedFile:
         ``ciphertext`` holds the group's pages, contiguous."""
         if first_writes:
             # entries of pages being rewritten go first; entries of first writes stay empty
-            early = bytearray(after)
-            for old_start in range(0, len(before), ENTRY_SIZE):
-                if not _COUNTER.unpack_from(before, old_start)[0]:
-                    early[old_start:old_start + ENTRY_SIZE] = before[old_start:old_start + ENTRY_SIZE]
-            if early != before:
-                self._pwrite(bytes(early), where)
+            rewritten = [at for at, (iv1, _) in zip(range(0, len(before), ENTRY_SIZE),
+                                                    _COUNTERS.iter_unpack(before)) if iv1]
+            if rewritten:
+                early = bytearray(before)
+                for at in rewritten:
+                    early[at:at + ENTRY_SIZE] = after[at:at + ENTRY_SIZE]
+                if early != before:
+                    self._pwrite(bytes(early), where)
             self._pwrite(ciphertext, page_offset(first, self.base))
             self._pwrite(after, where)
         else:
