@@ -53,6 +53,7 @@ def _load_libcrypto():
 
 _LIB = _load_libcrypto()
 _KEPT_BUFFER = 64 * PAGE_SIZE     # one metadata block of pages: the largest group EncryptedFile uses
+_ONE_CALL_PAGES = 3               # decrypt runs from this many pages on in one EVP call
 BACKEND = "libcrypto" if _LIB is not None else "cryptography"
 
 
@@ -126,6 +127,35 @@ class _Context:
             source += PAGE_SIZE
             out += PAGE_SIZE
 
+    def decrypt_run(self, source: int, out: int, ivs) -> None:
+        """``pages`` for decryption with one EVP call for the whole run (the same bytes).
+
+        Decrypting pages 0..n-1 as one CBC stream under page 0's IV gets every block
+        right except each later page's first one, which was XORed with the previous
+        page's last ciphertext block instead of the page's IV: one 16-byte correction
+        per page, cheaper than the per-page EVP calls (~1.1 us a page)."""
+        count = len(ivs)
+        if count < _ONE_CALL_PAGES:
+            return self.pages(source, out, ivs)
+        size = count * PAGE_SIZE
+        ciphertext = memoryview((ctypes.c_char * size).from_address(source)).cast("B")
+        # the previous page's last ciphertext block, taken before an in-place run overwrites it
+        tails = [ciphertext[at - AES_BLOCK:at].tobytes() for at in range(PAGE_SIZE, size, PAGE_SIZE)]
+        if self.init(self.ptr, None, None, None, ivs[0]) != 1 or \
+                self.update(self.ptr, out, self.written, source, size) != 1:
+            raise ValueError("OpenSSL AES-256-CBC failed")
+        plain = ciphertext if out == source else memoryview((ctypes.c_char * size).from_address(out)).cast("B")
+        number = int.from_bytes
+        at = PAGE_SIZE
+        for index in range(1, count):
+            block = plain[at:at + AES_BLOCK]
+            block[:] = (number(block, "little") ^ number(tails[index - 1], "little")
+                        ^ number(ivs[index], "little")).to_bytes(AES_BLOCK, "little")
+            at += PAGE_SIZE
+
+    def process(self, source: int, out: int, ivs) -> None:
+        (self.pages if self.encrypt else self.decrypt_run)(source, out, ivs)
+
     def run(self, source, ivs: list[bytes]) -> bytes:
         """Process ``len(ivs)`` consecutive pages of ``source``; returns the output pages."""
         if not self.encrypt:    # the kept buffer is free: one fresh buffer (the result), not two
@@ -149,7 +179,7 @@ class _Context:
                 self.out_addr = ctypes.addressof(self.out)
             out_view, out_addr = self.out_view, self.out_addr
         address, keep = _address(source, offset, size)
-        self.pages(address, out_addr, ivs)
+        self.process(address, out_addr, ivs)
         del keep
         return out_view[:size]
 
@@ -216,7 +246,7 @@ class PageAes:
         address, keep = _address(buffer, offset, size)
         if type(keep) is bytes:
             raise TypeError("decrypt_in_place needs a writable buffer")
-        self._context(False).pages(address, address, ivs)
+        self._context(False).decrypt_run(address, address, ivs)
 
     def _fallback(self, data, ivs: list[bytes], encrypt: bool) -> bytes:
         view = memoryview(data)
