@@ -391,14 +391,14 @@ class EncryptedFile:
                 self._set_size(end)
             return length
 
-    def _merged_page(self, page: int, start: int, chunk, old_size: int) -> bytes:
+    def _merged_page(self, page: int, start: int, chunk, old_size: int) -> bytearray:
         """Read-modify-write of a partial page; pages wholly past the old end are zeros."""
         if page * PAGE_SIZE >= old_size:
             base = bytearray(PAGE_SIZE)
         else:
-            base = bytearray(self._read_pages(page, page))
+            base = bytearray(self._read_group(page, page, False))   # one copy out of the read buffer
         base[start:start + len(chunk)] = chunk
-        return bytes(base)
+        return base
 
     def _write_group(self, first: int, plaintexts, count: int | None = None, offset: int = 0) -> None:
         """Encrypt and write pages first.. (one metadata block) in crash-safe order.
