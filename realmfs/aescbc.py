@@ -103,7 +103,8 @@ def _address(buffer, offset: int, size: int) -> tuple[int, object]:
 class _Context:
     """One EVP context, keyed once; each page only resets the IV."""
 
-    __slots__ = ("ptr", "init", "update", "written", "out", "out_view", "out_addr", "encrypt")
+    __slots__ = ("ptr", "init", "update", "written", "out", "out_view", "out_addr", "encrypt",
+                 "page_init", "page_update", "ctx_arg", "source_arg", "out_arg")
 
     def __init__(self, key: bytes, encrypt: bool):
         direction = "Encrypt" if encrypt else "Decrypt"
@@ -116,13 +117,25 @@ class _Context:
         if not self.ptr or self.init(self.ptr, _LIB.EVP_aes_256_cbc(), None, key, bytes(AES_BLOCK)) != 1:
             raise MemoryError("OpenSSL could not set up an AES-256-CBC context")
         _LIB.EVP_CIPHER_CTX_set_padding(self.ptr, 0)
+        # The per-page calls go through prototypes without argtypes, every pointer argument
+        # a ctypes object made once: ctypes then converts nothing (~0.25 us a page less).
+        self.page_init = _LIB[f"EVP_{direction}Init_ex"]
+        self.page_update = _LIB[f"EVP_{direction}Update"]
+        self.ctx_arg = ctypes.c_void_p(self.ptr)
+        self.source_arg = ctypes.c_void_p()
+        self.out_arg = ctypes.c_void_p()
 
     def pages(self, source: int, out: int, ivs) -> None:
         """Process ``len(ivs)`` consecutive pages from address ``source`` to ``out``
         (the same address is fine: in place)."""
-        ctx, init, update, written = self.ptr, self.init, self.update, self.written
+        ctx, init, update, written = self.ctx_arg, self.page_init, self.page_update, self.written
+        source_arg, out_arg = self.source_arg, self.out_arg
         for iv in ivs:
-            if init(ctx, None, None, None, iv) != 1 or update(ctx, out, written, source, PAGE_SIZE) != 1:
+            if type(iv) is not bytes or len(iv) != AES_BLOCK:
+                raise ValueError("an IV is 16 bytes")
+            source_arg.value = source
+            out_arg.value = out
+            if init(ctx, None, None, None, iv) != 1 or update(ctx, out_arg, written, source_arg, PAGE_SIZE) != 1:
                 raise ValueError("OpenSSL AES-256-CBC failed")
             source += PAGE_SIZE
             out += PAGE_SIZE
