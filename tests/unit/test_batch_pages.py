@@ -27,7 +27,7 @@ def random_entry(rnd: random.Random) -> Entry:
 
 
 @pytest.mark.parametrize("binding_id", [None, FILE_ID], ids=["realm", "header"])
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(12))
 def test_seal_pages_matches_seal_page(binding_id, seed):
     rnd = random.Random(seed)
     cipher = PageCipher(rnd.randbytes(64))
@@ -35,13 +35,16 @@ def test_seal_pages_matches_seal_page(binding_id, seed):
     first = rnd.randrange(0, 1000) * 64 + 64 - count
     olds = [random_entry(rnd) for _ in range(count)]
     floors = [rnd.choice([0, 0, rnd.randrange(1, 2**32)]) for _ in range(count)] if seed % 2 else None
+    file_floor = [0, rnd.randrange(1, 2**32), 0xFFFFFFFF][seed % 3]
     plain = rnd.randbytes(count * PAGE_SIZE + 96)
     meta = bytearray(rnd.randbytes(ENTRY_SIZE)) + b"".join(e.pack() for e in olds)
-    ciphertext, first_writes = cipher.seal_pages(plain, meta, ENTRY_SIZE, first, count, binding_id, floors, 96)
+    ciphertext, first_writes = cipher.seal_pages(plain, meta, ENTRY_SIZE, first, count, binding_id, floors, 96,
+                                                 file_floor)
     expected = []
     for index, old in enumerate(olds):
         page = plain[96 + index * PAGE_SIZE:96 + (index + 1) * PAGE_SIZE]
-        sealed, entry = cipher.seal_page(page, old, first + index, binding_id, floors[index] if floors else 0)
+        sealed, entry = cipher.seal_page(page, old, first + index, binding_id, floors[index] if floors else 0,
+                                         file_floor)
         expected.append(sealed)
         assert meta[(index + 1) * ENTRY_SIZE:(index + 2) * ENTRY_SIZE] == entry.pack()
     assert bytes(ciphertext) == b"".join(expected)
