@@ -459,11 +459,6 @@ class EncryptedFile:
             self._pwrite(after, where)
             self._pwrite(ciphertext, page_offset(first, self.base))
 
-    @staticmethod
-    def _entry_slice(meta: bytearray, first: int, count: int):
-        start = (first % ENTRIES_PER_BLOCK) * ENTRY_SIZE
-        return meta[start:start + count * ENTRY_SIZE]
-
     def _pwrite(self, data: bytes, offset: int) -> None:
         written = os.pwrite(self.fd, data, offset)
         self.backing_writes += 1
