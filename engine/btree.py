@@ -18,8 +18,8 @@ Invariants (checked by tools.verify):
 from bisect import bisect_left, bisect_right
 
 from .layout import (BRANCH_BASE_SIZE, INLINE_VALUE_MAX, MAX_KEY_SIZE, NODE_CAPACITY,
-                     Overflow, branch_entry_size, chain_page_count, encode_branch,
-                     encode_chain, encode_leaf, leaf_entry_size)
+                     FIXED_HEAD, Overflow, branch_entry_size, chain_page_count, encode_branch,
+                     encode_chain, encode_leaf, fixed_dims, leaf_entry_size)
 from .pagestore import CACHE_LIMIT, Node
 
 MERGE_THRESHOLD = NODE_CAPACITY // 4
@@ -29,6 +29,14 @@ def node_size(node: Node) -> int:
     if node.leaf:
         return sum(leaf_entry_size(k, v) for k, v in zip(node.keys, node.vals))
     return BRANCH_BASE_SIZE + sum(branch_entry_size(k) for k in node.keys)
+
+
+def _too_big(node: Node) -> bool:
+    """Whether the node cannot be encoded into one page (either leaf layout)."""
+    if node.size <= NODE_CAPACITY:
+        return False
+    fixed = node.fixed
+    return fixed is None or FIXED_HEAD.size + len(node.keys) * (fixed[0] + fixed[1]) > NODE_CAPACITY
 
 
 def _entry_sizes(node: Node) -> list:
@@ -99,7 +107,7 @@ class Tree:
             return ref
         node = self.view.load(ref)
         self.txn.free_page(ref)
-        return Node(node.leaf, list(node.keys), list(node.vals), node.size, node.spill)
+        return Node(node.leaf, list(node.keys), list(node.vals), node.size, node.spill, node.fixed)
 
     def _drop_value(self, value):
         if isinstance(value, Overflow):
@@ -109,11 +117,11 @@ class Tree:
         if len(key) > MAX_KEY_SIZE:
             raise ValueError(f"key of {len(key)} bytes exceeds {MAX_KEY_SIZE}")
         root = self._writable(self.root) if self.root else Node(True, [], [], 0, False)
-        split = self._insert(root, key, value, True)
-        if split is not None:
-            sep, right = split
-            root = Node(False, [sep], [root, right],
-                        BRANCH_BASE_SIZE + branch_entry_size(sep), False)
+        splits = self._insert(root, key, value, True)
+        if splits is not None:
+            seps = [sep for sep, _ in splits]
+            root = Node(False, seps, [root] + [right for _, right in splits],
+                        BRANCH_BASE_SIZE + sum(map(branch_entry_size, seps)), False)
         self.root = root
 
     def _insert(self, node: Node, key: bytes, value: bytes, rightmost: bool):
@@ -131,24 +139,39 @@ class Tree:
                 node.size += leaf_entry_size(key, value)
             else:
                 node.size += 4 + len(key) + len(value)   # leaf_entry_size, inlined
-        else:
-            i = bisect_right(node.keys, key)
-            child = node.vals[i]
-            if type(child) is not Node:
-                child = node.vals[i] = self._writable(child)
-            split = self._insert(child, key, value, rightmost and i == len(node.vals) - 1)
-            if split is None:
+            fixed = node.fixed
+            if fixed is not None:
+                if len(key) != fixed[0] or len(value) != fixed[1]:
+                    node.fixed = None
+            elif len(node.keys) == 1:
+                node.fixed = fixed_dims(node.keys, node.vals)
+            if node.size <= NODE_CAPACITY:
                 return None
-            sep, right = split
-            node.keys.insert(i, sep)
-            node.vals.insert(i + 1, right)
+            if not _too_big(node):
+                return None
+            return self._split(node, rightmost and i >= len(node.keys) - 1)
+        i = bisect_right(node.keys, key)
+        child = node.vals[i]
+        if type(child) is not Node:
+            child = node.vals[i] = self._writable(child)
+        last = i == len(node.vals) - 1
+        splits = self._insert(child, key, value, rightmost and last)
+        if splits is None:
+            return None
+        for j, (sep, right) in enumerate(splits):
+            node.keys.insert(i + j, sep)
+            node.vals.insert(i + j + 1, right)
             node.size += branch_entry_size(sep)
         if node.size <= NODE_CAPACITY:
             return None
-        return self._split(node, rightmost and i >= len(node.keys) - 1)
+        return self._split(node, rightmost and last)
 
-    def _split(self, node: Node, appending: bool):
-        """Split an over-full node; appends at the right edge keep the left node full."""
+    def _split(self, node: Node, appending: bool) -> list:
+        """Split an over-full node into [(separator, new right node), ...] (ascending).
+
+        Appends at the right edge keep the left node full.  Usually one split;
+        more only when a leaf that was over-full in the variable layout (allowed
+        while it qualified for the fixed one) stops qualifying."""
         n = len(node.keys)
         if appending and n >= 2:
             cut = n - 1
@@ -171,7 +194,15 @@ class Tree:
             del node.keys[cut:], node.vals[cut + 1:]
         node.size = node_size(node)
         right.size = node_size(right)
-        return sep, right
+        if node.leaf:
+            node.fixed = fixed_dims(node.keys, node.vals) if not node.spill else None
+            right.fixed = fixed_dims(right.keys, right.vals) if not right.spill else None
+        splits = [(sep, right)]
+        if _too_big(right):
+            splits += self._split(right, False)
+        if _too_big(node):
+            splits = self._split(node, False) + splits
+        return splits
 
     def delete(self, key: bytes) -> bool:
         if self.get(key) is None:
@@ -224,6 +255,7 @@ class Tree:
             left.keys.extend(right.keys)
         left.vals.extend(right.vals)
         left.spill = left.spill or right.spill
+        left.fixed = left.fixed if left.fixed == right.fixed else None
         left.size = node_size(left)
         parent.vals[left_index] = left
         parent.size -= branch_entry_size(sep)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 PAGE_SIZE = 4096
 MAGIC = b"REALMENG"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                       # 2: fixed-width leaves (LEAF_FIXED)
 
 HEADER = struct.Struct("<8sII")          # magic, version, page size
 HEADER_CRC = struct.Struct("<I")
@@ -182,6 +182,9 @@ def branch_entry_size(key: bytes) -> int:
 
 BRANCH_BASE_SIZE = 8   # the leftmost child pointer
 LEAF_HAS_OVERFLOW = 1  # page flag: some values are Overflow refs
+LEAF_FIXED = 2         # page flag: all keys share one length, all values another
+FIXED_HEAD = struct.Struct("<HH")   # key length, value length of a LEAF_FIXED page
+FIXED_MIN_ENTRY = 8    # only entries of >= 8 bytes use the fixed layout (see fixed_dims)
 OVERFLOW_BIT = 0x8000  # in a leaf's value end offset: that value is an Overflow ref
 _BIG_ENDIAN = sys.byteorder == "big"
 
@@ -211,12 +214,43 @@ def _split_blob(blob: bytes, ends) -> list:
     return [blob[a:b] for a, b in zip(chain((0,), ends), ends)]
 
 
+def fixed_dims(keys, values):
+    """(key length, value length) if every key has one length and every value
+    (all bytes, none an Overflow ref) another, with key + value >= FIXED_MIN_ENTRY;
+    else None.  Such a leaf is stored as LEAF_FIXED: no offset arrays, so it
+    holds more entries and encodes/decodes with a join and a slice loop.  The
+    size floor bounds how far a fixed leaf's variable-layout size can exceed a
+    page (at most 1.5x), so losing fixedness never needs more than one split."""
+    if not keys:
+        return None
+    kl, vl = len(keys[0]), values[0]
+    if type(vl) is Overflow:
+        return None
+    vl = len(vl)
+    if kl + vl < FIXED_MIN_ENTRY or vl > INLINE_VALUE_MAX:
+        return None
+    klens = set(map(len, keys))
+    if len(klens) != 1:
+        return None
+    try:
+        vlens = set(map(len, values))
+    except TypeError:                 # an Overflow ref
+        return None
+    if len(vlens) != 1:
+        return None
+    return kl, vl
+
+
 def encode_leaf(keys, values, txnid: int, may_overflow: bool = True) -> bytes:
     """Leaf payload: key end offsets u16[n], value end offsets u16[n] (bit 15 =
     Overflow ref), all keys, all values.  Values must be bytes <=
     INLINE_VALUE_MAX or Overflow refs (callers that know there are none pass
     may_overflow=False).  Built with C-level joins on purpose: commits
     re-encode every touched leaf."""
+    dims = fixed_dims(keys, values)
+    if dims is not None:
+        payload = b"".join((FIXED_HEAD.pack(*dims), b"".join(keys), b"".join(values)))
+        return _seal_payload(TYPE_LEAF, LEAF_FIXED, len(keys), payload, txnid)
     has_overflow = may_overflow and any(type(v) is Overflow for v in values)
     parts = ([OVERFLOW_REF.pack(v.pgno, v.length) if type(v) is Overflow else v for v in values]
              if has_overflow else values)
@@ -245,6 +279,18 @@ def decode_node(buf, offset: int):
     size is the encoded payload length (what btree.node_size computes)."""
     ptype, flags, count, _crc, _txnid = PAGE_HEADER.unpack_from(buf, offset)
     pos = offset + PAGE_HEADER_SIZE
+    if ptype == TYPE_LEAF and flags & LEAF_FIXED:
+        kl, vl = FIXED_HEAD.unpack_from(buf, pos)
+        keys_len, values_len = kl * count, vl * count
+        if FIXED_HEAD.size + keys_len + values_len > NODE_CAPACITY or kl + vl < FIXED_MIN_ENTRY:
+            raise ValueError("fixed leaf entries run past the page")
+        pos += FIXED_HEAD.size
+        blob = buf[pos:pos + keys_len]
+        keys = [blob[i:i + kl] for i in range(0, keys_len, kl)] if kl else [b""] * count
+        blob = buf[pos + keys_len:pos + keys_len + values_len]
+        vals = [blob[i:i + vl] for i in range(0, values_len, vl)] if vl else [b""] * count
+        # size stays the variable-layout size, which is what btree accounts in.
+        return True, keys, vals, 4 * count + keys_len + values_len
     if ptype == TYPE_LEAF:
         key_ends = _read_array("H", buf, pos, count)
         value_ends = _read_array("H", buf, pos + 2 * count, count)

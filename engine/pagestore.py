@@ -18,7 +18,7 @@ import struct
 
 from .errors import CorruptFileError
 from .layout import (PAGE_SIZE, Overflow, TXNID_OFFSET, TYPE_CHAIN, U64, decode_chain_page,
-                     decode_node, page_type)
+                     decode_node, fixed_dims, page_type)
 
 CACHE_LIMIT = 16384          # decoded nodes kept per database (~64 MiB of pages)
 
@@ -28,16 +28,22 @@ class Node:
 
     `spill` is True when a leaf may hold values that are, or must become,
     chain blobs (Overflow refs / values over INLINE_VALUE_MAX); False lets
-    commits skip scanning every value."""
+    commits skip scanning every value.
 
-    __slots__ = ("leaf", "keys", "vals", "size", "spill")
+    `size` is the payload size in the variable (offset-array) leaf layout.
+    `fixed` is (key length, value length) when the leaf qualifies for the
+    LEAF_FIXED layout (layout.fixed_dims), else None; such a leaf may grow past
+    NODE_CAPACITY in `size` as long as its fixed payload still fits a page."""
 
-    def __init__(self, leaf: bool, keys: list, vals: list, size: int, spill: bool):
+    __slots__ = ("leaf", "keys", "vals", "size", "spill", "fixed")
+
+    def __init__(self, leaf: bool, keys: list, vals: list, size: int, spill: bool, fixed=None):
         self.leaf = leaf
         self.keys = keys
         self.vals = vals
         self.size = size
         self.spill = spill
+        self.fixed = fixed
 
 
 class NodeCache:
@@ -79,7 +85,8 @@ class PageView:
             leaf, keys, vals, size = decode_node(self.map, offset)
         except (ValueError, IndexError, struct.error) as exc:
             raise CorruptFileError(f"{self.path}: page {pgno} is not a valid tree node ({exc})") from None
-        node = Node(leaf, keys, vals, size, leaf and any(type(v) is Overflow for v in vals))
+        spill = leaf and any(type(v) is Overflow for v in vals)
+        node = Node(leaf, keys, vals, size, spill, fixed_dims(keys, vals) if leaf and not spill else None)
         if len(self.cache) >= CACHE_LIMIT:
             self.cache.clear()
         self.cache[pgno] = (txnid, node)
