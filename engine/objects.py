@@ -48,6 +48,10 @@ class TableState:
         self.pk_prop = cls.by_name.get(cls.primary_key) if cls.primary_key else None
         self.pk_pos = self.names.index(cls.primary_key) if cls.primary_key else None
         self.int_keys = self.pk_prop is not None and self.pk_prop.type == "int"
+        # Object keys of int primary keys and object ids are always 8 bytes, so
+        # index entries store an empty value: the object key is the last 8
+        # bytes of the index key (Scan / index_target).  Other tables store it.
+        self.short_index = self.pk_prop is None or self.int_keys
 
     @classmethod
     def from_catalog(cls, classes, tables, name, view, txn):
@@ -126,8 +130,9 @@ class TableState:
             key = encode_object_id(user_key)
             self.next_id += 1
         self.tree.put(key, self.codec.encode(vals))
+        target = b"" if self.short_index else key
         for name, index_key in self.index_entries(key, vals):
-            self.indexes[name].put(index_key, key)
+            self.indexes[name].put(index_key, target)
         self.count += 1
         self.dirty = True
         return user_key
@@ -148,7 +153,7 @@ class TableState:
         for name, index_key in self.index_entries(key, new):
             if old_entries[name] != index_key:
                 self.indexes[name].delete(old_entries[name])
-                self.indexes[name].put(index_key, key)
+                self.indexes[name].put(index_key, b"" if self.short_index else key)
         self.tree.put(key, self.codec.encode(new))
         self.dirty = True
 
@@ -167,9 +172,14 @@ class TableState:
         prop = self.cls.properties[pos]
         for key, record in list(self.tree.items()):
             value = self.codec.decode(record)[pos]
-            tree.put(encode_index_value(prop, value) + key, key)
+            tree.put(encode_index_value(prop, value) + key, b"" if self.short_index else key)
         self.indexes[prop_name] = tree
         self.dirty = True
+
+
+def index_target(index_key: bytes, stored: bytes) -> bytes:
+    """The object key an index entry points to (empty stored value: last 8 bytes)."""
+    return stored or index_key[-8:]
 
 
 class ObjectAccess:

@@ -113,7 +113,7 @@ class Scan:
         for key, stored in self.tree.items(self.low):
             if high is not None and key[:len(high)] > high:
                 break
-            keys.append(stored if self.via_index else key)
+            keys.append((stored or key[-8:]) if self.via_index else key)   # objects.index_target
         return keys
 
 

@@ -109,7 +109,11 @@ def _check_objects(snap, name, table_entry, problems):
         actual = {}
         for index_key, object_key in tree.items():
             actual[index_key] = object_key
-            if not index_key.endswith(object_key):
+            if not object_key and not table.short_index:
+                problems.append(f"{name}.{prop}: index entry without its object key")
+            elif object_key and table.short_index:
+                problems.append(f"{name}.{prop}: index entry stores its 8-byte object key")
+            elif not index_key.endswith(object_key):
                 problems.append(f"{name}.{prop}: index entry does not end with its object key")
         if set(actual) != expected_index[prop]:
             missing = len(expected_index[prop] - set(actual))
