@@ -279,7 +279,9 @@ class Tree:
                 node.vals = [write_blob(v, alloc, out, txnid) if type(v) is not Overflow
                              and len(v) > INLINE_VALUE_MAX else v for v in node.vals]
             pgno = alloc()
-            out[pgno] = encode_leaf(node.keys, node.vals, txnid, node.spill)
+            # node.fixed is exact when set; None may miss a uniform leaf, whose
+            # variable layout then fits anyway (only fixed leaves exceed it).
+            out[pgno] = encode_leaf(node.keys, node.vals, txnid, node.spill, node.fixed)
         else:
             node.vals = [self._flush(c, alloc, out, txnid) for c in node.vals]
             pgno = alloc()

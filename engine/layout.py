@@ -241,13 +241,22 @@ def fixed_dims(keys, values):
     return kl, vl
 
 
-def encode_leaf(keys, values, txnid: int, may_overflow: bool = True) -> bytes:
+def leaf_fixed_dims(buf, offset: int):
+    """(key length, value length) of a LEAF_FIXED page at `offset`, else None."""
+    if buf[offset + 1] & LEAF_FIXED and buf[offset] == TYPE_LEAF:
+        return FIXED_HEAD.unpack_from(buf, offset + PAGE_HEADER_SIZE)
+    return None
+
+
+def encode_leaf(keys, values, txnid: int, may_overflow: bool = True, dims="scan") -> bytes:
     """Leaf payload: key end offsets u16[n], value end offsets u16[n] (bit 15 =
     Overflow ref), all keys, all values.  Values must be bytes <=
     INLINE_VALUE_MAX or Overflow refs (callers that know there are none pass
-    may_overflow=False).  Built with C-level joins on purpose: commits
+    may_overflow=False).  `dims` may pass what fixed_dims() would return
+    (None = use the variable layout, which always fits when the entries do).  Built with C-level joins on purpose: commits
     re-encode every touched leaf."""
-    dims = fixed_dims(keys, values)
+    if dims == "scan":
+        dims = fixed_dims(keys, values)
     if dims is not None:
         payload = b"".join((FIXED_HEAD.pack(*dims), b"".join(keys), b"".join(values)))
         return _seal_payload(TYPE_LEAF, LEAF_FIXED, len(keys), payload, txnid)

@@ -18,7 +18,7 @@ import struct
 
 from .errors import CorruptFileError
 from .layout import (PAGE_SIZE, Overflow, TXNID_OFFSET, TYPE_CHAIN, U64, decode_chain_page,
-                     decode_node, fixed_dims, page_type)
+                     decode_node, leaf_fixed_dims, page_type)
 
 CACHE_LIMIT = 16384          # decoded nodes kept per database (~64 MiB of pages)
 
@@ -31,9 +31,10 @@ class Node:
     commits skip scanning every value.
 
     `size` is the payload size in the variable (offset-array) leaf layout.
-    `fixed` is (key length, value length) when the leaf qualifies for the
-    LEAF_FIXED layout (layout.fixed_dims), else None; such a leaf may grow past
-    NODE_CAPACITY in `size` as long as its fixed payload still fits a page."""
+    `fixed` is (key length, value length) when the leaf is known to qualify for
+    the LEAF_FIXED layout (layout.fixed_dims; exact when set, None may miss a
+    uniform leaf); such a leaf may grow past NODE_CAPACITY in `size` as long as
+    its fixed payload still fits a page, and is written in the fixed layout."""
 
     __slots__ = ("leaf", "keys", "vals", "size", "spill", "fixed")
 
@@ -86,7 +87,7 @@ class PageView:
         except (ValueError, IndexError, struct.error) as exc:
             raise CorruptFileError(f"{self.path}: page {pgno} is not a valid tree node ({exc})") from None
         spill = leaf and any(type(v) is Overflow for v in vals)
-        node = Node(leaf, keys, vals, size, spill, fixed_dims(keys, vals) if leaf and not spill else None)
+        node = Node(leaf, keys, vals, size, spill, leaf_fixed_dims(self.map, offset))
         if len(self.cache) >= CACHE_LIMIT:
             self.cache.clear()
         self.cache[pgno] = (txnid, node)
