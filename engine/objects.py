@@ -22,6 +22,9 @@ MAX_PRIMARY_KEY_SIZE = 300
 assert 1 + 2 * INDEX_PREFIX + 2 + MAX_PRIMARY_KEY_SIZE <= MAX_KEY_SIZE
 
 
+_PLAIN = {"int": int, "float": float, "bool": bool, "str": str, "bytes": bytes}
+
+
 class Obj(dict):
     """A read-only copy of an object's properties; `.key` is its pk or id."""
 
@@ -52,6 +55,10 @@ class TableState:
         # index entries store an empty value: the object key is the last 8
         # bytes of the index key (Scan / index_target).  Other tables store it.
         self.short_index = self.pk_prop is None or self.int_keys
+        # values_for fast path: a value of exactly this type needs no
+        # normalisation by check_value (ints still need the range check).
+        self.fields = [(p.name, None if p.is_list else _PLAIN.get(p.type), p.type == "int" and not p.is_list,
+                        p, self.wheres[i], i) for i, p in enumerate(cls.properties)]
 
     @classmethod
     def from_catalog(cls, classes, tables, name, view, txn):
@@ -102,9 +109,12 @@ class TableState:
             unknown = sorted(set(values) - self.name_set)
             raise ValidationError(f"{self.cls.name}: unknown property {unknown[0]!r}")
         result = []
-        for i, prop in enumerate(self.cls.properties):
-            if prop.name in values:
-                result.append(check_value(self.wheres[i], prop, values[prop.name]))
+        for name, plain, is_int, prop, where, i in self.fields:
+            if name in values:
+                value = values[name]
+                if type(value) is not plain or is_int and not INT64_MIN <= value <= INT64_MAX:
+                    value = check_value(where, prop, value)
+                result.append(value)
             else:
                 result.append(base[i] if base is not None else default_value(prop))
         return result
