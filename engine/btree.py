@@ -50,6 +50,10 @@ class Tree:
         self.view = view          # PageView of the snapshot the tree starts from
         self.root = root          # 0, pgno or dirty Node
         self.txn = txn            # write transaction (free_page/free_blob/txnid) or None
+        # The tree's rightmost leaf when it is a dirty node that the last put
+        # appended to (None otherwise): ascending inserts then skip the descent.
+        # Any other change to the tree resets it.
+        self.tail = None
 
     # -- reading ------------------------------------------------------------
 
@@ -113,9 +117,30 @@ class Tree:
         if isinstance(value, Overflow):
             self.txn.free_blob(value)
 
+    def beyond_tail(self, key: bytes) -> bool:
+        """True when key is known to be larger than every key in the tree."""
+        tail = self.tail
+        return tail is not None and key > tail.keys[-1]
+
     def put(self, key: bytes, value: bytes):
         if len(key) > MAX_KEY_SIZE:
             raise ValueError(f"key of {len(key)} bytes exceeds {MAX_KEY_SIZE}")
+        tail = self.tail
+        if tail is not None and key > tail.keys[-1] and len(value) <= INLINE_VALUE_MAX:
+            # Append to the rightmost leaf if it needs no split (else the
+            # normal path below splits it, keeping the left part full).
+            size = tail.size + 4 + len(key) + len(value)
+            fixed = tail.fixed
+            if fixed is not None and (len(key) != fixed[0] or len(value) != fixed[1]):
+                fixed = None
+            if size <= NODE_CAPACITY or (fixed is not None and FIXED_HEAD.size + (len(tail.keys) + 1)
+                                         * (fixed[0] + fixed[1]) <= NODE_CAPACITY):
+                tail.keys.append(key)
+                tail.vals.append(value)
+                tail.size = size
+                tail.fixed = fixed
+                return
+        self.tail = None
         root = self._writable(self.root) if self.root else Node(True, [], [], 0, False)
         splits = self._insert(root, key, value, True)
         if splits is not None:
@@ -145,9 +170,9 @@ class Tree:
                     node.fixed = None
             elif len(node.keys) == 1:
                 node.fixed = fixed_dims(node.keys, node.vals)
-            if node.size <= NODE_CAPACITY:
-                return None
-            if not _too_big(node):
+            if node.size <= NODE_CAPACITY or not _too_big(node):
+                if rightmost and i == len(node.keys) - 1:
+                    self.tail = node
                 return None
             return self._split(node, rightmost and i >= len(node.keys) - 1)
         i = bisect_right(node.keys, key)
@@ -207,6 +232,7 @@ class Tree:
     def delete(self, key: bytes) -> bool:
         if self.get(key) is None:
             return False
+        self.tail = None
         root = self._writable(self.root)
         self._delete(root, key)
         while isinstance(root, Node) and not root.leaf and len(root.vals) == 1:
@@ -265,6 +291,7 @@ class Tree:
 
     def flush(self, alloc, out: dict, txnid: int) -> int:
         """Write dirty nodes into `out` {pgno: page}; returns the root pgno (0 if empty)."""
+        self.tail = None          # flushed nodes become shared cache entries
         if not self.root:
             return 0
         self.root = self._flush(self.root, alloc, out, txnid)

@@ -132,7 +132,7 @@ class TableState:
             if self.cls.primary_key not in values:
                 raise ValidationError(f"{self.cls.name}: primary key {self.cls.primary_key!r} is required")
             key = self.object_key(vals[self.pk_pos])
-            if self.tree.get(key) is not None:
+            if not self.tree.beyond_tail(key) and self.tree.get(key) is not None:
                 raise DuplicateKeyError(f"{self.cls.name}: primary key {vals[self.pk_pos]!r:.60} already exists")
             user_key = vals[self.pk_pos]
         else:

@@ -129,3 +129,58 @@ def test_fixed_leaves_lose_fixedness(entries, ascending):
     pages = {}
     root = tree.flush(lambda: next(counter), pages, 2)
     assert _leaf_items(pages, root) == sorted(model.items())
+
+
+APPEND_SCHEMA = {"Seq": {"id": "int primary_key", "v": "bytes", "n": "int index"}}
+APPEND_OPS = st.lists(st.tuples(st.sampled_from(["append"] * 6 + ["insert", "update", "delete", "dup", "commit", "abort"]),
+                                st.integers(0, 10**6), st.sampled_from([0, 8, 200, INLINE_VALUE_MAX + 1])),
+                      min_size=50, max_size=400)
+
+
+@hypothesis_settings(fast_examples=30, steps=1)
+@given(ops=APPEND_OPS)
+def test_ascending_appends_match_dict(ops):
+    """The rightmost-leaf append path (Tree.tail) mixed with every other change."""
+    directory = new_db_dir()
+    path = str(directory / "seq.db")
+    model, top = {}, 0
+    try:
+        with engine.open(path, schema=APPEND_SCHEMA, durability="none") as db:
+            tx, pending = db.write(), {}
+            for op, r, size in ops + [("commit", 0, 0)]:
+                value = bytes([r % 251]) * size
+                keys = sorted(pending)
+                if op == "append":
+                    top += 1 + r % 3
+                    tx.create("Seq", {"id": top, "v": value, "n": r % 50})
+                    pending[top] = value
+                elif op == "insert" and r % (top + 1) not in pending:
+                    tx.create("Seq", {"id": r % (top + 1), "v": value, "n": r % 50})
+                    pending[r % (top + 1)] = value
+                elif op == "update" and keys:
+                    key = keys[-1 - r % min(3, len(keys))]
+                    tx.update("Seq", key, {"v": value, "n": r % 7})
+                    pending[key] = value
+                elif op == "delete" and keys:
+                    key = keys[-1 - r % min(3, len(keys))]
+                    tx.delete("Seq", key)
+                    del pending[key]
+                elif op == "dup" and keys:
+                    try:
+                        tx.create("Seq", {"id": keys[-1]})
+                    except engine.DuplicateKeyError:
+                        pass
+                    else:
+                        raise AssertionError("duplicate key accepted")
+                elif op in ("commit", "abort"):
+                    tx.commit() if op == "commit" else tx.abort()
+                    if op == "commit":
+                        model = pending
+                        assert db.verify() == []
+                        with db.read() as snap:
+                            assert {o.key: o["v"] for o in snap.objects("Seq")} == model
+                    tx, pending = db.write(), dict(model)
+                    top = max(model, default=0)
+            tx.abort()
+    finally:
+        remove_db_dir(directory)
