@@ -220,7 +220,8 @@ def fixed_dims(keys, values):
     else None.  Such a leaf is stored as LEAF_FIXED: no offset arrays, so it
     holds more entries and encodes/decodes with a join and a slice loop.  The
     size floor bounds how far a fixed leaf's variable-layout size can exceed a
-    page (at most 1.5x), so losing fixedness never needs more than one split."""
+    page (at most 1.5x), so a leaf that stops being uniform splits into at most
+    three nodes (btree._split)."""
     if not keys:
         return None
     kl, vl = len(keys[0]), values[0]
