@@ -11,6 +11,7 @@ pairs stored in chain pages referenced from the root slot.
 """
 
 from array import array
+from itertools import chain
 import sys
 
 
@@ -30,10 +31,7 @@ class FreeList:
         return cls(zip(words[0::2], words[1::2]))
 
     def encode(self) -> bytes:
-        words = array("Q")
-        for pgno in sorted(self.pages):
-            words.append(pgno)
-            words.append(self.pages[pgno])
+        words = array("Q", chain.from_iterable(sorted(self.pages.items())))
         if sys.byteorder != "little":
             words.byteswap()
         return words.tobytes()
