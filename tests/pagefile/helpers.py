@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from realmfs import pagefile
+from realmfs import pagefile, pagetruncate
 from realmfs.layout import ENTRY_SIZE, HEADER_BASE, PAGE_SIZE, REALM_BASE, entry_offset, page_offset, pages_for
 from realmfs.pagecipher import Entry, PageCipher
 from realmfs.pagefile import EncryptedFile
@@ -97,8 +97,8 @@ class Crash(Exception):
 
 
 class FaultyOs:
-    """Stands in for ``os`` inside realmfs.pagefile: the first ``allow`` backing mutations
-    (pwrite, ftruncate) go through, the next one raises Crash (and so does every later one).
+    """Stands in for ``os`` inside realmfs.pagefile and realmfs.pagetruncate: the first
+    ``allow`` backing mutations (pwrite, ftruncate) go through, the next one raises Crash (and so does every later one).
     ``allow=None`` only counts."""
 
     MUTATIONS = ("pwrite", "ftruncate")
@@ -120,26 +120,35 @@ class FaultyOs:
         return mutation
 
 
+# every module of EncryptedFile that touches the backing file
+BACKING_MODULES = (pagefile, pagetruncate)
+
+
+def _backing_os(monkeypatch, replacement) -> None:
+    for module in BACKING_MODULES:
+        monkeypatch.setattr(module, "os", replacement)
+
+
 def count_mutations(monkeypatch, operation) -> int:
     faulty = FaultyOs(None)
-    monkeypatch.setattr(pagefile, "os", faulty)
+    _backing_os(monkeypatch, faulty)
     try:
         operation()
     finally:
-        monkeypatch.setattr(pagefile, "os", os)
+        _backing_os(monkeypatch, os)
     return faulty.done
 
 
 def crash_after(monkeypatch, allow: int, operation) -> bool:
     """Run ``operation`` letting ``allow`` mutations through; True if it crashed."""
     faulty = FaultyOs(allow)
-    monkeypatch.setattr(pagefile, "os", faulty)
+    _backing_os(monkeypatch, faulty)
     try:
         operation()
     except Crash:
         return True
     finally:
-        monkeypatch.setattr(pagefile, "os", os)
+        _backing_os(monkeypatch, os)
     return False
 
 
