@@ -98,8 +98,8 @@ class Crash(Exception):
 
 class FaultyOs:
     """Stands in for ``os`` inside realmfs.pagefile and realmfs.pagetruncate: the first
-    ``allow`` backing mutations (pwrite, ftruncate) go through, the next one raises Crash (and so does every later one).
-    ``allow=None`` only counts."""
+    ``allow`` backing mutations (pwrite, ftruncate) go through, the next one raises Crash
+    (and so does every later one). ``allow=None`` only counts."""
 
     MUTATIONS = ("pwrite", "ftruncate")
 
