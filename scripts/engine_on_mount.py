@@ -48,9 +48,14 @@ def main(argv: list[str]) -> int:
         env = dict(os.environ, ENGINE_TEST_DIR=mountpoint)
         print(f"engine-on-mount: running tests/engine with ENGINE_TEST_DIR on a realmfs mount ({mountpoint})",
               flush=True)
-        with api.mounted(backing, mountpoint, key):
+        log_file = os.path.join(work, "daemon.log")     # goes with the work directory
+        with api.mounted(backing, mountpoint, key, log_file=log_file):
             code = subprocess.call([sys.executable, "-m", "pytest", "tests/engine", "-p", "no:cacheprovider",
                                     *argv], cwd=REPO, env=env)
+        if code:
+            with open(log_file, errors="replace") as log:
+                tail = log.readlines()[-40:]
+            print("engine-on-mount: last lines of the daemon's log:\n" + "".join(tail), end="")
         if not verify_backing(backing, key):
             return code or 1
         return code

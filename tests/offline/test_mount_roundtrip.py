@@ -42,6 +42,12 @@ def mount_guard():
             pass
 
 
+def mount_in(tmp_path, key):
+    """Mount tmp_path/backing on tmp_path/mnt; the daemon's log stays in tmp_path."""
+    return api.mounted(str(tmp_path / "backing"), str(tmp_path / "mnt"), key,
+                       log_file=str(tmp_path / "daemon.log"))
+
+
 def test_encrypted_tree_mounts_and_reads_back(tmp_path, mount_guard):
     problem = _fuse_problem()
     if problem:
@@ -53,7 +59,7 @@ def test_encrypted_tree_mounts_and_reads_back(tmp_path, mount_guard):
     key = Key.generate()
     offline.encrypt(str(tmp_path / "src"), str(tmp_path / "backing"), key)
     os.mkdir(tmp_path / "mnt")
-    with api.mounted(str(tmp_path / "backing"), str(tmp_path / "mnt"), key) as m:
+    with mount_in(tmp_path, key) as m:
         mount_guard(m)
         for rel, data in tree.items():
             with open(m.path(rel), "rb") as f:
@@ -73,7 +79,7 @@ def test_rekey_and_mount_exclude_each_other(tmp_path, mount_guard, run):
     write_key_file(str(tmp_path / "k"), key)
     offline.encrypt(str(tmp_path / "src"), str(tmp_path / "backing"), key)
     os.mkdir(tmp_path / "mnt")
-    with api.mounted(str(tmp_path / "backing"), str(tmp_path / "mnt"), key) as m:
+    with mount_in(tmp_path, key) as m:
         mount_guard(m)
         refused = run("rekey", tmp_path / "backing", "--key-file", tmp_path / "k",
                       "--new-key-file", tmp_path / "new.key")
@@ -83,7 +89,7 @@ def test_rekey_and_mount_exclude_each_other(tmp_path, mount_guard, run):
     config.rekey = {"new_key_check": "00", "keyslots": [], "key_file": None, "dropped": []}
     configmod.save(str(tmp_path / "backing"), config, key)
     with pytest.raises(RekeyInProgress):
-        with api.mounted(str(tmp_path / "backing"), str(tmp_path / "mnt"), key) as m:
+        with mount_in(tmp_path, key) as m:
             mount_guard(m)
 
 
