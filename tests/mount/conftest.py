@@ -15,7 +15,6 @@ A missing /dev/fuse or fusermount is a failure, not a skip.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,23 +28,16 @@ from realmfs.backinglock import pid_alive, read_owner
 from realmfs.keys import Key
 from realmfs.pagecipher import PageCipher
 from realmfs.pagefile import open_backing
+from tests.fusecheck import fuse_problem
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STARTED_PIDS: set[int] = set()          # daemons this suite started (killed only by pid)
 STARTED_MOUNTPOINTS: set[str] = set()
 
 
-def _fuse_available() -> str | None:
-    if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse is missing"
-    if shutil.which("fusermount") is None:
-        return "fusermount is missing (apt-get install fuse libfuse2)"
-    return None
-
-
 @pytest.fixture(scope="session", autouse=True)
 def fuse_required_and_nothing_left():
-    problem = _fuse_available()
+    problem = fuse_problem()
     if problem:
         pytest.fail(f"the mount tests need FUSE: {problem}", pytrace=False)
     before = {e.mountpoint for e in mountmod.realmfs_mounts()}

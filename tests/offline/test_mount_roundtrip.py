@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import subprocess
 
 import pytest
 
-from realmfs import offline
+from realmfs import api, offline
 from realmfs.keys import Key
+from tests.fusecheck import fuse_problem
 from tests.offline.conftest import write_tree
 
-api = pytest.importorskip("realmfs.api")
-
-
-def _fuse_problem() -> str | None:
-    if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse is missing"
-    if shutil.which("fusermount") is None:
-        return "fusermount is missing"
-    return None
 
 
 @pytest.fixture
@@ -49,7 +40,7 @@ def mount_in(tmp_path, key):
 
 
 def test_encrypted_tree_mounts_and_reads_back(tmp_path, mount_guard):
-    problem = _fuse_problem()
+    problem = fuse_problem()
     if problem:
         pytest.fail(f"this test needs FUSE: {problem}", pytrace=False)
     rnd = random.Random(3)
@@ -68,7 +59,7 @@ def test_encrypted_tree_mounts_and_reads_back(tmp_path, mount_guard):
 
 
 def test_rekey_and_mount_exclude_each_other(tmp_path, mount_guard, run):
-    problem = _fuse_problem()
+    problem = fuse_problem()
     if problem:
         pytest.fail(f"this test needs FUSE: {problem}", pytrace=False)
     from realmfs import config as configmod
@@ -94,7 +85,7 @@ def test_rekey_and_mount_exclude_each_other(tmp_path, mount_guard, run):
 
 
 def test_init_with_passphrase_then_mount_with_it(tmp_path, run):
-    problem = _fuse_problem()
+    problem = fuse_problem()
     if problem:
         pytest.fail(f"this test needs FUSE: {problem}", pytrace=False)
     from realmfs import mount as mountmod
