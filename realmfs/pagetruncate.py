@@ -38,6 +38,7 @@ class Truncation:
     def truncate(self, size: int) -> None:
         with self.lock:
             self._check_writable()
+            self._last_partial = None
             if size == self._size:
                 return
             if size > self._size:

@@ -256,3 +256,113 @@ def test_a_4k_rewrite_costs_one_entry_write_and_one_page_write(file70, monkeypat
     monkeypatch.setattr(pagefile, "os", Spy())
     file70.f.write(65 * P, pattern(P, 3))
     assert calls == [(64, file70.entry_at(65)), (P, file70.page_at(65))]
+
+
+class SyscallSpy:
+    """Counts the backing-file syscalls pagefile makes (its ``os`` replaced by this)."""
+
+    COUNTED = ("pread", "preadv", "pwrite", "ftruncate", "fstat")
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def __getattr__(self, name):
+        real = getattr(os, name)
+        if name not in self.COUNTED:
+            return real
+
+        def spied(*args):
+            self.calls.append(name)
+            return real(*args)
+        return spied
+
+    def take(self) -> list[str]:
+        calls, self.calls = self.calls, []
+        return calls
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    import realmfs.pagefile as pagefile
+    watcher = SyscallSpy()
+    monkeypatch.setattr(pagefile, "os", watcher)
+    return watcher
+
+
+def test_appending_inside_an_iv_block_needs_no_ftruncate(file70, spy):
+    """The data write itself extends the file: no fstat, no ftruncate per append."""
+    file70.f.write(201 * P, pattern(P, 2))
+    calls = spy.take()
+    assert "ftruncate" not in calls and "fstat" not in calls, calls
+    assert file70.f.read(201 * P, P) == pattern(P, 2)
+
+
+def test_growth_to_an_iv_block_boundary_still_makes_realms_resize_shape(tmp_path, spy):
+    """Ending exactly at a block boundary, the .realm shape also holds the next metadata
+    page, which no data write reaches: ftruncate makes it."""
+    backing = Backing(tmp_path / "f.realm", True)
+    backing.f.write(0, pattern(ENTRIES_PER_BLOCK * P, 1))
+    assert "ftruncate" in spy.take()
+    backing.reopen()
+    assert backing.f.size == ENTRIES_PER_BLOCK * P
+    backing.close()
+
+
+@pytest.mark.parametrize("realm", LAYOUTS, ids=LAYOUT_IDS)
+def test_journal_style_small_writes_do_not_read_back_the_page_just_written(tmp_path, realm, spy):
+    """A journal writes a 4-byte field, a 4 KiB record straddling two pages, a 4-byte
+    checksum: each merges into the page the previous write left partial, from memory."""
+    backing = Backing(tmp_path / ("f.realm" if realm else "f.bin"), realm)
+    expected = bytearray()
+    offset = 0
+    for record in range(6):
+        for part in (record.to_bytes(4, "big"), pattern(P, record), b"\xaa\xbb\xcc\xdd"):
+            backing.f.write(offset, part)
+            expected += part
+            offset += len(part)
+    # (a pread of the IV block's metadata page is allowed: preadv reads pages)
+    assert "preadv" not in spy.take()
+    # the control: a partial write into any other page must read it back first
+    backing.f.write(P + 1, b"q")
+    expected[P + 1:P + 2] = b"q"
+    assert "preadv" in spy.take(), "other pages are read back"
+    # a truncation inside the cached page: the next merge must see the cut
+    backing.f.write(offset - 2, b"zz")
+    expected[offset - 2:offset] = b"zz"
+    backing.f.truncate(offset - 1)
+    if not realm:       # .realm sizes are whole pages: a cut inside the last page keeps it
+        del expected[offset - 1:]
+    backing.f.write(offset - 3, b"k")
+    expected[offset - 3] = ord("k")
+    for _ in range(2):
+        assert backing.f.read(0, len(expected)) == bytes(expected)
+        assert backing.f.size == (pages_for(len(expected)) * P if realm else len(expected))
+        backing.reopen()
+    backing.close()
+
+
+def test_sequential_reads_advise_the_backing_file_ahead_and_random_reads_do_not(tmp_path, monkeypatch):
+    """Counts of posix_fadvise(WILLNEED): one per half window of a sequential reader, also
+    on a second pass from the start; none for reads that jump around."""
+    import realmfs.pagefile as pagefile
+    advice = []
+    monkeypatch.setattr(pagefile.os, "posix_fadvise",
+                        lambda fd, offset, length, what: advice.append((offset, length, what)))
+    backing = Backing(tmp_path / "f.bin", False)
+    size = 4 * pagefile.SEQUENTIAL_PREFETCH
+    backing.f.write(0, pattern(size, 1))
+    chunk = 32 * P
+    for _ in range(2):
+        advice.clear()
+        for offset in range(0, size, chunk):
+            assert backing.f.read(offset, chunk) == pattern(size, 1)[offset:offset + chunk]
+        assert all(what == os.POSIX_FADV_WILLNEED for _, _, what in advice)
+        # the first read of a pass is not known to be sequential; then a step per half window
+        assert len(advice) == size // (pagefile.SEQUENTIAL_PREFETCH // 2), advice
+        covered = sorted((offset, offset + length) for offset, length, _ in advice)
+        assert all(a[1] == b[0] for a, b in zip(covered, covered[1:])), "no gaps, no overlaps"
+    advice.clear()
+    for offset in random.Random(1).sample(range(0, size, chunk), 16):
+        backing.f.read(offset, chunk)
+    assert len(advice) <= 2, advice     # only where two random reads happen to be adjacent
+    backing.close()
