@@ -5,9 +5,9 @@
 
 KIND is ``realmfs`` (``realmfs.api.mounted`` with a fresh key; extra FUSE
 options from BENCH_REALMFS_OPTS, e.g. "max_read=131072", to try tuning levers) or
-``loopback`` (a fusepy pass-through without crypto: the floor any fusepy
-filesystem starts from; FUSE options from BENCH_LOOPBACK_OPTS, e.g.
-"big_writes,kernel_cache,nothreads").
+``loopback`` (a fusepy pass-through without crypto, with realmfs's FUSE options:
+the floor of realmfs's request path; BENCH_LOOPBACK_OPTS replaces the options,
+e.g. "big_writes,kernel_cache" for fusepy's multi-threaded loop).
 
 Protocol: prints "ready PID" on stdout once the mount is usable, PID being the
 FUSE daemon's (realmfs runs its own detached daemon process); unmounts and exits
@@ -50,14 +50,29 @@ def serve_realmfs(backing: str, mountpoint: str) -> None:
         sys.stdin.buffer.read()  # until the harness closes our stdin
 
 
+def loopback_options(backing: str, override: str | None) -> dict:
+    """The pass-through's FUSE options: realmfs's own (one request at a time, 128 KiB
+    writes, the same timeouts; kernel_cache standing in for its per-open keep_cache), so
+    that the column is the floor of realmfs's request path; BENCH_LOOPBACK_OPTS replaces them."""
+    if override is not None:
+        options = {}
+        for item in override.split(","):
+            name, _, value = item.partition("=")
+            if name:
+                options[name] = value or True
+        return options
+    from realmfs.mount import fuse_options
+    options = fuse_options(backing)
+    for own in ("foreground", "fsname", "subtype"):
+        options.pop(own, None)
+    options["kernel_cache"] = True
+    return options
+
+
 def serve_loopback(backing: str, mountpoint: str) -> None:
     from fuse import FUSE
 
-    options = {}
-    for item in os.environ.get("BENCH_LOOPBACK_OPTS", "").split(","):
-        name, _, value = item.partition("=")
-        if name:
-            options[name] = value or True
+    options = loopback_options(backing, os.environ.get("BENCH_LOOPBACK_OPTS"))
 
     def announce_then_wait():
         while not is_mounted(mountpoint):

@@ -13,6 +13,7 @@ from .workloads import METRICS
 
 CANDIDATE = "realmfs"
 PEERS = ("gocryptfs", "securefs")
+FLOOR = "pyfuse"      # the crypto-free pass-through with realmfs's FUSE options
 
 
 def _median(values):
@@ -91,23 +92,25 @@ def daemon_rows(result) -> list:
     return rows
 
 
-def checks(result) -> list:
-    """The issue's targets for realmfs: (what, measured, verdict)."""
+def checks(result, candidate: str = CANDIDATE) -> list:
+    """The issue's targets for ``candidate`` (realmfs; the pyfuse floor): (what, measured, verdict)."""
     med = medians(result)
     out = []
 
     def get(metric, target):
         return med.get(metric, {}).get(target)
 
-    def ratio(metric, target=CANDIDATE):
+    def ratio(metric, target=candidate):
         t, p = get(metric, target), get(metric, "plain")
         return t / p if t is not None and p else None
 
-    def check(what, ok, measured):
-        out.append((what, measured, "n/a" if ok is None else ("PASS" if ok else "FAIL")))
+    def check(what, ok, measured, own=None):
+        """``own``: the candidate's figure alone (``measured`` may add the peers')."""
+        out.append((what, measured, "n/a" if ok is None else ("PASS" if ok else "FAIL"),
+                    measured if own is None else own))
 
     def faster_than_peers(metric, peers=PEERS):
-        mine = get(metric, CANDIDATE)
+        mine = get(metric, candidate)
         theirs = [get(metric, p) for p in peers if get(metric, p) is not None]
         if mine is None or not theirs:
             return None
@@ -128,20 +131,20 @@ def checks(result) -> list:
         peers = faster_than_peers(metric)
         ok = None if r is None else (r <= 1.5 and peers is not False)
         peer_txt = " ".join(f"{p} {fmt(ratio(metric, p))}" for p in PEERS if get(metric, p))
-        check(f"{metric} <= 1.5x plain and below peers", ok, f"{fmt(r)} ({peer_txt})")
+        check(f"{metric} <= 1.5x plain and below peers", ok, f"{fmt(r)} ({peer_txt})", fmt(r))
     check("mmap below gocryptfs and securefs", faster_than_peers("mmap"),
-          " ".join(f"{t} {fmt(ratio('mmap', t))}" for t in (CANDIDATE,) + PEERS))
+          " ".join(f"{t} {fmt(ratio('mmap', t))}" for t in (candidate,) + PEERS), fmt(ratio("mmap")))
     for metric in ("seq_write", "seq_read_cold"):
         check(f"{metric} faster than gocryptfs", faster_than_peers(metric, ("gocryptfs",)),
-              f"{fmt(ratio(metric))} vs gocryptfs {fmt(ratio(metric, 'gocryptfs'))}")
+              f"{fmt(ratio(metric))} vs gocryptfs {fmt(ratio(metric, 'gocryptfs'))}", fmt(ratio(metric)))
     daemon = dict(daemon_rows(result))
     for label in ("CPU s per GB written (seq write+fsync)", "CPU s per GB read (seq read cold)"):
-        mine, theirs = daemon[label].get(CANDIDATE), daemon[label].get("gocryptfs")
+        mine, theirs = daemon[label].get(candidate), daemon[label].get("gocryptfs")
         ok = None if mine is None or theirs is None else float(mine) <= float(theirs)
-        check(f"{label} <= gocryptfs", ok, f"{mine} vs {theirs}")
-    peak = daemon["peak RSS MB, seq write + cold read"].get(CANDIDATE)
+        check(f"{label} <= gocryptfs", ok, f"{mine} vs {theirs}", mine)
+    peak = daemon["peak RSS MB, seq write + cold read"].get(candidate)
     check("daemon peak RSS < 100 MB", None if peak is None else float(peak) < 100, f"{peak} MB")
-    growth = daemon["RSS growth MB, 1/8 -> end of seq write"].get(CANDIDATE)
+    growth = daemon["RSS growth MB, 1/8 -> end of seq write"].get(candidate)
     # "not growing with file size": allow allocator noise, not a per-MiB cost.
     check("RSS not growing with file size (< 8 MB over the write)",
           None if growth is None else float(growth) < 8, f"{growth} MB")
@@ -181,9 +184,17 @@ def render(result) -> str:
         parts += ["", "FUSE daemon (process tree of the daemon we started)",
                   _table(["daemon"] + fuse, d_rows)]
     if CANDIDATE in names:
-        measured = [list(c) for c in checks(result) if c[2] != "n/a"]  # skip workloads not run
+        mine = checks(result)
+        header = ["target", "measured", "verdict"]
+        if FLOOR in names:
+            # the same checks for the crypto-free pass-through: where it fails too, the
+            # target is out of reach of any filesystem on this FUSE request path
+            floor = checks(result, FLOOR)
+            header += ["pyfuse floor", "floor verdict"]
+            mine = [c[:3] + (f[3], f[2]) for c, f in zip(mine, floor)]
+        measured = [list(c[:len(header)]) for c in mine if c[2] != "n/a"]  # skip workloads not run
         if measured:
-            parts += ["", "Targets of the issue (realmfs)", _table(["target", "measured", "verdict"], measured)]
+            parts += ["", "Targets of the issue (realmfs)", _table(header, measured)]
     if result["errors"]:
         parts += ["", "Errors"] + [f"  {k}: {v}" for k, v in result["errors"].items()]
     return "\n".join(parts)
@@ -192,5 +203,7 @@ def render(result) -> str:
 def with_medians(result) -> dict:
     out = dict(result, medians=medians(result))
     if CANDIDATE in result["meta"]["targets"]:
-        out["checks"] = checks(result)
+        out["checks"] = [c[:3] for c in checks(result)]
+    if FLOOR in result["meta"]["targets"]:
+        out["floor_checks"] = [c[:3] for c in checks(result, FLOOR)]
     return out

@@ -225,11 +225,11 @@ class Realmfs(_PythonMount):
 
 
 class PyfuseLoopback(_PythonMount):
-    """Optional diagnostic target: a fusepy pass-through with no crypto (the floor for realmfs)."""
+    """A fusepy pass-through with no crypto and realmfs's FUSE options: the floor for realmfs."""
 
     name = "pyfuse"
     kind = "loopback"
 
 
 ALL = {cls.name: cls for cls in (Target, Realmfs, Gocryptfs, Securefs, PyfuseLoopback)}
-DEFAULT = ["plain", "realmfs", "gocryptfs", "securefs"]
+DEFAULT = ["plain", "realmfs", "gocryptfs", "securefs", "pyfuse"]
