@@ -13,6 +13,8 @@ Invariants
 * Nothing is ever overwritten: output goes to ``DST + TOOL_TEMP_SUFFIX`` and is
   renamed to DST only after it was fsynced and read back (decrypted again, or read
   again, and compared by SHA-256 with what was written).
+* Every file and directory written keeps its source's permission bits, times and (as
+  root) owner, stat'ed before anything reads it: the mount shows the backing file's.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from .layout import HEADER_SIZE, PAGE_SIZE
 from .pagecipher import PageCipher
 from .pagefile import looks_like_plain_realm, open_backing
 from .progress import disabled
-from .transcode import CHUNK, check_read_back, close_file, fsync_dir
+from .transcode import CHUNK, check_read_back, close_file, fsync_dir, keep_metadata
 
 log = logging.getLogger(__name__)
 
@@ -89,26 +91,44 @@ def _publish(temp: str, dst: str) -> None:
     fsync_dir(os.path.dirname(os.path.abspath(dst)))
 
 
+def directory_stats(root: str) -> dict:
+    """{relative path: stat} of every directory under ``root`` (not ``root`` itself), each
+    taken before the directory is listed: listing a directory moves its atime."""
+    stats = {}
+    pending = [""]
+    while pending:
+        rel = pending.pop()
+        with os.scandir(os.path.join(root, rel)) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    child = os.path.join(rel, entry.name)
+                    stats[child] = entry.stat(follow_symlinks=False)
+                    pending.append(child)
+    return stats
+
+
 @contextlib.contextmanager
-def _publishing(dst: str, tree_of: str | None = None):
+def _publishing(dst: str, tree: dict | None = None):
     """Build DST under its temporary name (yielded); when the block ends, fsync and rename
     it to DST; on any error remove it, so a failed run leaves nothing behind.
 
-    With ``tree_of`` the temporary is a directory (0700) that already holds every
-    directory of the tree ``tree_of``, empty ones too; all of them are fsynced at the end.
+    With ``tree`` (``directory_stats`` of the source) the temporary is a directory (0700)
+    that already holds every directory of the source, empty ones too; at the end each gets
+    the owner, mode and times of its source (the top one stays 0700) and is fsynced.
     """
     temp = temp_for(dst)
     try:
-        if tree_of is not None:
+        if tree is not None:
             os.mkdir(temp, 0o700)
-            for root, dirs, _ in os.walk(tree_of):
-                for name in dirs:
-                    os.makedirs(os.path.join(temp, os.path.relpath(os.path.join(root, name), tree_of)),
-                                exist_ok=True)
+            for rel in sorted(tree):        # parents sort before their children
+                os.mkdir(os.path.join(temp, rel), 0o700)
         yield temp
-        if tree_of is not None:
-            for root, _, _ in os.walk(temp):
-                fsync_dir(root)
+        if tree is not None:
+            # deepest first: filling a directory moved its mtime, setting a child's does not
+            for rel in sorted(tree, reverse=True):
+                keep_metadata(os.path.join(temp, rel), tree[rel])
+            for rel in [""] + sorted(tree):     # by name: listing them would move atimes again
+                fsync_dir(os.path.join(temp, rel))
         _publish(temp, dst)
     except BaseException:
         _remove(temp)
@@ -167,8 +187,11 @@ def _check_plain(path: str, realm_layout: bool) -> None:
                                "(an IV table, no plain Realm header); refusing to encrypt it twice")
 
 
-def _encrypt_file(src: str, dst: str, cipher: PageCipher, realm_layout: bool, progress) -> bool:
-    """Write ``src`` encrypted to the new file ``dst``, fsync it and read it back.
+def _encrypt_file(src: str, dst: str, cipher: PageCipher, realm_layout: bool, progress,
+                  source: os.stat_result) -> bool:
+    """Write ``src`` encrypted to the new file ``dst``, fsync it, read it back and give
+    it the owner, mode and times of ``source`` (src's stat taken before any read of it:
+    reads move atime).
 
     Returns True if a ``.realm`` file's size had to be padded to whole pages.
     """
@@ -193,6 +216,7 @@ def _encrypt_file(src: str, dst: str, cipher: PageCipher, realm_layout: bool, pr
         close_file(ef)
     check_read_back(dst, cipher, realm_layout, written.hexdigest(),
                     f"read-back of {dst} does not match {src}; nothing was published")
+    keep_metadata(dst, source)   # the mount shows the backing file's owner, mode and times
     return padded
 
 
@@ -213,10 +237,11 @@ def encrypt(src: str, dst: str, key: Key, *, realm_pattern: str = configmod.DEFA
     pattern = configmod.Config(realm_pattern=realm_pattern)
     if os.path.isfile(src):
         layout = pattern.is_realm_file(dst) if realm_layout is None else realm_layout
+        source = os.stat(src)
         _check_plain(src, layout)
         _count(progress, [src], os.path.basename(src))
         with _publishing(dst) as temp:
-            if _encrypt_file(src, temp, cipher, layout, progress):
+            if _encrypt_file(src, temp, cipher, layout, progress, source):
                 result.padded.append(os.path.basename(src))
         result.files.append(os.path.basename(dst))
         result.bytes = os.path.getsize(src)
@@ -224,16 +249,18 @@ def encrypt(src: str, dst: str, key: Key, *, realm_pattern: str = configmod.DEFA
     if configmod.load(src) is not None:
         raise AlreadyEncrypted(f"{src} is a realmfs backing directory (it has {configmod.CONFIG_NAME}); "
                                "mount it, or decrypt it with 'realmfs decrypt'")
+    tree = directory_stats(src)      # first: walking the source moves its directories' atimes
     sources = list(_source_files(src))
+    before = {path: os.stat(path) for path, _ in sources}
     for path, rel in sources:
         _check_plain(path, pattern.is_realm_file(rel) if realm_layout is None else realm_layout)
-    with _publishing(dst, tree_of=src) as temp:
+    with _publishing(dst, tree) as temp:
         config = configmod.create(temp, key, realm_pattern, keyslots=keyslot_list)
         _count(progress, [p for p, _ in sources])
         for path, rel in sources:
             progress.file(rel)
             layout = config.is_realm_file(rel) if realm_layout is None else realm_layout
-            if _encrypt_file(path, os.path.join(temp, rel), cipher, layout, progress):
+            if _encrypt_file(path, os.path.join(temp, rel), cipher, layout, progress, before[path]):
                 result.padded.append(rel)
             result.files.append(rel)
             result.bytes += os.path.getsize(path)
@@ -262,8 +289,16 @@ def _first_damage(path: str, name: str, cipher: PageCipher, realm_layout: bool):
 
 
 def _decrypt_file(path: str, name: str, out: str, cipher: PageCipher, realm_layout: bool,
-                  key_checked: bool, skip_damaged: bool, progress) -> list:
-    """Decrypt one backing file into the new file ``out``; returns the pages zeroed."""
+                  key_checked: bool, skip_damaged: bool, progress, source: os.stat_result) -> list:
+    """Decrypt one backing file into the new file ``out``, with the owner, mode and times
+    of ``source`` (path's stat taken before any read of it); returns the pages zeroed."""
+    bad = _decrypt_pages(path, name, out, cipher, realm_layout, key_checked, skip_damaged, progress)
+    keep_metadata(out, source)
+    return bad
+
+
+def _decrypt_pages(path: str, name: str, out: str, cipher: PageCipher, realm_layout: bool,
+                   key_checked: bool, skip_damaged: bool, progress) -> list:
     try:
         _copy_plain(path, cipher, realm_layout, out, progress, read_only=True, key_checked=key_checked)
         return []
@@ -339,11 +374,13 @@ def decrypt(src: str, dst: str, key: Key, *, skip_damaged: bool = False,
     cipher = PageCipher(key.raw)
     result = DecryptResult(dst)
     if os.path.isfile(src):
+        source = os.stat(src)       # before any read of it moves its atime
         layout = _lone_file_layout(src, realm_layout)
         _count(progress, [src], os.path.basename(src))
         with _publishing(dst) as temp:
             try:
-                result.zeroed = _decrypt_file(src, src, temp, cipher, layout, False, skip_damaged, progress)
+                result.zeroed = _decrypt_file(src, src, temp, cipher, layout, False, skip_damaged, progress,
+                                              source)
             except (WrongKey, Damaged) as error:
                 unrecognized = _unrecognized(src, layout, error)
                 if unrecognized is not None:
@@ -352,16 +389,20 @@ def decrypt(src: str, dst: str, key: Key, *, skip_damaged: bool = False,
         result.files.append(os.path.basename(src))
         result.bytes = os.path.getsize(dst)
         return result
+    # owner, mode and times first: the checks below list directories and read every file
+    tree = directory_stats(src)
+    before = {p: os.stat(p) for p in configmod.backing_files(src)}
     config = configmod.open_backing_dir(src, key)
     _warn_if_mounted(src)
     key_checked = bool(config.key_check)
     files = [(p, os.path.relpath(p, src)) for p in configmod.backing_files(src)]
-    with _publishing(dst, tree_of=src) as temp:
+    with _publishing(dst, tree) as temp:
         _count(progress, [p for p, _ in files])
         for path, rel in files:
             progress.file(rel)
             result.zeroed += _decrypt_file(path, rel, os.path.join(temp, rel), cipher,
-                                           config.is_realm_file(rel), key_checked, skip_damaged, progress)
+                                           config.is_realm_file(rel), key_checked, skip_damaged, progress,
+                                           before.get(path) or os.stat(path))
             result.files.append(rel)
             result.bytes += os.path.getsize(os.path.join(temp, rel))
     return result

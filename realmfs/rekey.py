@@ -31,11 +31,11 @@ from .backinglock import BackingLock
 from .config import TOOL_TEMP_SUFFIX
 from .errors import AlreadyExists, BadPath, Damaged, IntegrityError, NotEncrypted, WrongKey
 from .keys import Key, read_key_file, write_key_file
-from .offline import temp_for
+from .offline import directory_stats, temp_for
 from .pagecipher import PageCipher
 from .pagefile import open_backing
 from .progress import disabled
-from .transcode import check_read_back, close_file, fsync_dir, write_copy
+from .transcode import check_read_back, close_file, fsync_dir, keep_metadata, write_copy
 
 
 @dataclass
@@ -67,13 +67,15 @@ def key_state(path: str, realm_layout: bool, old: PageCipher, new: PageCipher) -
     return "neither"
 
 
-def _rekey_file(path: str, realm_layout: bool, old: PageCipher, new: PageCipher) -> None:
-    """Rewrite one file under the new key: temp file, fsync, read back, rename over."""
+def _rekey_file(path: str, realm_layout: bool, old: PageCipher, new: PageCipher,
+                st: os.stat_result) -> None:
+    """Rewrite one file under the new key: temp file, fsync, read back, rename over;
+    owner, mode and times from ``st``."""
     temp = temp_for(path)
     digest = write_copy(path, old, realm_layout, temp, new, realm_layout)
-    os.chmod(temp, os.stat(path).st_mode & 0o7777)
     check_read_back(temp, new, realm_layout, digest,
                     f"read-back of the rekeyed {path} does not match; the original is untouched")
+    keep_metadata(temp, st)
     os.replace(temp, path)
     fsync_dir(os.path.dirname(path))
 
@@ -181,19 +183,21 @@ def _rekey_locked(backing: str, old_key: Key, unlocked, new_key_file, progress) 
     old, new = PageCipher(old_key.raw), PageCipher(new_key.raw)
     result = RekeyResult(backing, journal.get("key_file"), len(journal.get("keyslots", [])),
                          list(journal.get("dropped", [])), resumed=resumed)
+    directories = dict(directory_stats(backing), **{"": os.stat(backing)})   # before any listing
     _remove_tool_temps(backing)
     files = [(p, os.path.relpath(p, backing)) for p in configmod.backing_files(backing)]
     progress.files, progress.total = len(files), sum(os.path.getsize(p) for p, _ in files)
     for path, rel in files:
         progress.file(rel)
         layout = config.is_realm_file(rel)
+        before = os.stat(path)      # owner, mode and times to keep, before any read moves atime
         state = key_state(path, layout, old, new)
         if state == "neither":
             raise Damaged(f"rekey stopped: {rel} authenticates under neither key; run 'realmfs verify' "
                           "(with the old key), repair or remove it, then re-run 'realmfs rekey'")
         if state == "old":
             try:
-                _rekey_file(path, layout, old, new)
+                _rekey_file(path, layout, old, new, before)
             except IntegrityError as error:
                 raise IntegrityError(rel, error.page, f"{error.reason}; rekey stopped, the file is "
                                      "unchanged: run 'realmfs verify --repair', then re-run 'realmfs rekey'") from None
@@ -203,6 +207,9 @@ def _rekey_locked(backing: str, old_key: Key, unlocked, new_key_file, progress) 
     config.keyslots = journal.get("keyslots", [])
     config.rekey = None
     configmod.save(backing, config, new_key)    # the one atomic switch to the new key
+    # replacing files by their rekeyed copies is no change the mount should show
+    for rel, st in sorted(directories.items(), reverse=True):
+        os.utime(os.path.join(backing, rel), ns=(st.st_atime_ns, st.st_mtime_ns))
     return result
 
 

@@ -5,6 +5,7 @@ another key (``realmfs rekey``), plus the small helpers the offline tools share.
   two EncryptedFiles into a new backing file, fsynced; returns the SHA-256 of the
   plaintext read.
 * ``check_read_back``: reopen a written file and compare its plaintext's SHA-256.
+* ``keep_metadata``: owner, mode and times of the file a rewrite replaces.
 * ``convert_for_rename``: the mount's rename between a realm-pattern name and another
   name (see docs/mount.md): temp file in the target's directory, copy, fsync, owner,
   mode and times, rename over the target, fsync the directory, unlink the source.
@@ -46,6 +47,16 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def keep_metadata(path: str, st: os.stat_result) -> None:
+    """Give ``path`` the owner (only root can), permission bits and times of ``st``: a
+    file or directory realmfs rewrites (encrypt, decrypt, rekey, a converting rename)
+    looks as it did. Call it after the last read of ``path``: a read may move atime."""
+    if os.geteuid() == 0:    # only root can give a file away; else the tool owns both
+        os.chown(path, st.st_uid, st.st_gid)
+    os.chmod(path, st.st_mode & 0o7777)        # after chown, which clears set-id bits
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def plain_digest(ef: EncryptedFile, progress=None) -> str:
@@ -114,10 +125,7 @@ def convert_for_rename(real_old: str, real_new: str, cipher: PageCipher, old_rea
     temp = rename_temp_name(directory)
     try:
         write_copy(real_old, cipher, old_realm, temp, cipher, new_realm)
-        if os.geteuid() == 0:    # only root can give a file away; else the daemon owns both
-            os.chown(temp, st.st_uid, st.st_gid)
-        os.chmod(temp, st.st_mode & 0o7777)        # after chown, which clears set-id bits
-        os.utime(temp, ns=(st.st_atime_ns, st.st_mtime_ns))
+        keep_metadata(temp, st)
         os.rename(temp, real_new)                  # atomically replaces an existing target
     except BaseException:
         with contextlib.suppress(OSError):
