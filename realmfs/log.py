@@ -1,16 +1,20 @@
 """Logging set-up for the CLI and the daemon: one line per event, to stderr or a file.
 
 Rate limiting keeps a flood of identical warnings (e.g. one per damaged page read
-again and again) from drowning the log.
+again and again) from drowning the log; a log file is rotated at LOG_FILE_MAX_BYTES
+(LOG_FILE_BACKUPS old ones kept), so a mount that runs for months cannot fill /run.
 """
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import time
 
 _FORMAT = "realmfs: %(levelname)s: %(message)s"
 _DEBUG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s"
+LOG_FILE_MAX_BYTES = 4 << 20
+LOG_FILE_BACKUPS = 2
 
 
 class RateLimit(logging.Filter):
@@ -36,7 +40,11 @@ class RateLimit(logging.Filter):
 
 
 def setup_logging(debug: bool = False, logfile: str | None = None) -> None:
-    handler = logging.FileHandler(logfile) if logfile else logging.StreamHandler()
+    if logfile:
+        handler = logging.handlers.RotatingFileHandler(logfile, maxBytes=LOG_FILE_MAX_BYTES,
+                                                       backupCount=LOG_FILE_BACKUPS)
+    else:
+        handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(_DEBUG_FORMAT if debug or logfile else _FORMAT))
     handler.addFilter(RateLimit())
     root = logging.getLogger()
