@@ -35,6 +35,7 @@ from .errors import BadPath, RekeyInProgress, WrongKey
 from .fileheader import MAGIC, SLOT_OFFSETS, SLOT_SIZE, HeaderProblem
 from .keys import Key
 from .layout import (
+    COUNTER_MAX,
     ENTRIES_PER_BLOCK,
     ENTRY_SIZE,
     HEADER_BASE,
@@ -185,10 +186,17 @@ def looks_like_realm_ciphertext(path: str) -> bool:
         meta = f.read(PAGE_SIZE)
     entries = [Entry.unpack(meta[i:i + ENTRY_SIZE]) for i in range(0, PAGE_SIZE, ENTRY_SIZE)]
     written = [e for e in entries if e.iv1]
-    plausible = [e for e in written if e.iv1 < PLAUSIBLE_COUNTER and e.iv2 < PLAUSIBLE_COUNTER]
+    plausible = [e for e in written if _plausible(e.iv1) and _plausible(e.iv2)]
     slot2_consistent = all(e.iv2 or not any(e.mac2) for e in entries)
     unwritten_empty = all(e.iv1 or e == EMPTY_ENTRY or e.iv2 for e in entries)
-    return slot2_consistent and unwritten_empty and 2 * len(plausible) > len(written)
+    # at least half: one odd counter in two (a tampered IV, Realm Core's iv_malleable)
+    # still counts; random bytes would need 32 of 64 entries with both counters plausible
+    return bool(written) and slot2_consistent and unwritten_empty and 2 * len(plausible) >= len(written)
+
+
+def _plausible(counter: int) -> bool:
+    """Small, or just below 2**32: Realm Core's counters wrap from 0xFFFFFFFF to 1."""
+    return counter < PLAUSIBLE_COUNTER or counter > COUNTER_MAX - PLAUSIBLE_COUNTER
 
 
 def detect_realm_layout(path: str) -> bool:

@@ -211,3 +211,27 @@ def test_directory_of_realm_core_files_without_config_decrypts(run, tmp_path):
         assert (tmp_path / "out" / f"{vid}.realm").read_bytes() == vector_path(BY_ID[vid]["plaintext"]).read_bytes()
     wrong = write_hex_key(tmp_path / "k2", BY_ID["key2"]["key_hex"])
     assert run("decrypt", tmp_path / "app", tmp_path / "out2", "--key-file", wrong).code == ExitCode.WRONG_KEY
+
+
+CIPHERTEXTS = sorted({v["encrypted"] for v in VECTORS if v["id"] != "plain_realm_with_key"}
+                     - {"empty.enc", "cut_tail.enc"})
+
+
+@pytest.mark.parametrize("name", CIPHERTEXTS)
+def test_encrypt_refuses_every_realm_core_ciphertext(tmp_path, name):
+    """Encrypting an encrypted Realm file twice is refused, whatever its counters (wrapped,
+    tampered) -- every vector but the lone empty IV table and the one cut mid-page."""
+    source = tmp_path / "already.realm"
+    source.write_bytes(vector_path(name).read_bytes())
+    with pytest.raises(AlreadyEncrypted):
+        offline.encrypt(str(source), str(tmp_path / "twice.realm"), Key.generate())
+
+
+def test_random_and_plain_sources_are_not_taken_for_ciphertext(tmp_path):
+    rng = random.Random(7)
+    sources = [rng.randbytes(rng.choice([2, 3, 17]) * PAGE_SIZE) for _ in range(200)]
+    sources += [vector_path(v["plaintext"]).read_bytes() for v in VECTORS if v.get("plaintext")]
+    for number, data in enumerate(sources):
+        source = tmp_path / f"s{number}.realm"
+        source.write_bytes(data)
+        offline.encrypt(str(source), str(tmp_path / f"e{number}.realm"), Key.generate())
