@@ -42,6 +42,7 @@ class EncryptedFileVsBytearray(RuleBasedStateMachine):
         self.backing = Backing(os.path.join(self.dir, "f.realm" if self.realm else "f.bin"), self.realm)
         self.model = bytearray()
         self.seed = 0
+        self.last_end = 0      # where the previous write ended: journals go on from there
 
     def teardown(self):
         self.backing.close()
@@ -69,6 +70,14 @@ class EncryptedFileVsBytearray(RuleBasedStateMachine):
         if end > len(self.model):
             self._resize_model(end)
         self.model[offset:end] = data
+        self.last_end = end
+
+    @rule(length=st.sampled_from([1, 4, 8, PAGE_SIZE, PAGE_SIZE + 8]))
+    def continue_writing(self, length):
+        """A journal's pattern: small fields and page-sized records one after another, so
+        most writes merge into the partial page the previous one left (also after a
+        truncate or reopen in between, where that page must be read again)."""
+        self.write(min(self.last_end, LIMIT - 1), length)
 
     @rule(offset=POINTS, length=LENGTHS)
     def write_zeros(self, offset, length):
