@@ -174,8 +174,22 @@ def serve(backing: str, mountpoint: str, key: Key, *, read_only: bool = False,
         raise
 
 
+def _import_fuse():
+    """fusepy's FUSE class, or MountFailed saying what to install (imported only here: the
+    CLI must work -- status, init, the offline tools -- without libfuse)."""
+    try:
+        from fuse import FUSE
+    except ImportError:
+        raise MountFailed(f"the Python package fusepy is not installed for {sys.executable}: "
+                          "install it (pip install fusepy) and mount again") from None
+    except OSError as error:    # fusepy raises this when it finds no libfuse
+        raise MountFailed(f"libfuse 2 is missing ({error}): install it (apt-get install fuse "
+                          "libfuse2) and mount again") from None
+    return FUSE
+
+
 def _serve(backing, mountpoint, key, read_only, extra_options, status) -> int:
-    from fuse import FUSE       # imported here: the CLI must work (status, init) without libfuse
+    FUSE = _import_fuse()
     from .fuseops import RealmfsOps
 
     if not os.path.exists("/dev/fuse"):

@@ -16,7 +16,7 @@ from realmfs.keys import Key
 from realmfs.pagecipher import PageCipher
 from realmfs.pagefile import open_backing
 
-from .conftest import STARTED_MOUNTPOINTS, STARTED_PIDS, Env, run_cli, slurp, spit, tree_bytes
+from .conftest import REPO, STARTED_MOUNTPOINTS, STARTED_PIDS, Env, run_cli, slurp, spit, tree_bytes
 
 
 def _err(result) -> str:
@@ -321,4 +321,22 @@ def test_status_reports_a_dead_daemon(env):
     row = [l for l in result.stdout.decode().splitlines() if env.mountpoint in l]
     assert row and "disconnected" in row[0] and "realmfs unmount" in row[0]
     assert run_cli("unmount", env.mountpoint).returncode == 0
+    assert mountmod.find_mount(env.mountpoint) is None
+
+
+@pytest.mark.parametrize("missing, advice", [
+    ("raise ImportError('No module named fuse')", "pip install fusepy"),
+    ("raise EnvironmentError('Unable to find libfuse')", "apt-get install fuse libfuse2"),
+])
+def test_missing_fusepy_or_libfuse_is_one_line_saying_what_to_install(env, tmp_path, missing, advice):
+    """A stand-in ``fuse`` module that fails to import the way fusepy does without
+    itself (ImportError) or without libfuse (OSError): exit 9, one line, no mount left."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "fuse.py").write_text(missing + "\n")
+    result = run_cli("mount", "--key-file", env.key_file, "--log-file", env.log_file, env.backing,
+                     env.mountpoint, env={"PYTHONPATH": f"{REPO}{os.pathsep}{fake}"})
+    assert result.returncode == ExitCode.MOUNT_FAILED, _err(result)
+    assert advice in _err(result) and len(_err(result).strip().splitlines()) == 1, _err(result)
+    assert "Traceback" not in _err(result)
     assert mountmod.find_mount(env.mountpoint) is None
