@@ -442,11 +442,7 @@ class RealmfsOps(Operations):
         path = self._dirs.get(fh, path)
         if path is None:
             raise FuseOSError(errno.EBADF)
-        fd = os.open(self._real(path), os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        transcode.fsync_dir(self._real(path))
         return 0
 
     # ------------------------------------------------------------------ lifecycle
