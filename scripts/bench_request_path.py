@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
 """What a Python FUSE daemon can reach here, whatever its crypto: the request-path floor.
 
-    python3 scripts/bench_request_path.py            # about 1 minute
-    python3 scripts/bench_request_path.py --quick    # about 20 s
+    python3 scripts/bench_request_path.py            # about 1.5 minutes
+    python3 scripts/bench_request_path.py --quick    # about 40 s
 
 A minimal pass-through daemon (no realmfs code in its request path) is mounted in a child
-process under several configurations and runs two workloads, each beside a plain directory
-in the same run:
+process under several configurations; a client process of its own runs the workloads, each
+beside a plain directory in the same run:
 
 * ``seq_write``: 256 MiB (quick: 64) in 1 MiB writes, then fsync; MB/s. The daemon can charge
   realmfs's real sealing cost to each write (``PageCipher.seal_pages`` on the request's
   pages): ``crypto=seal`` in process, ``crypto=split`` with half of every request sealed by a
   forked worker process in a shared mapping (the only way to use the second core: threads
   lose to the GIL).
-* ``sqlite_insert``: 100 (quick: 30) transactions of 1k rows, synchronous=FULL; ratio to plain.
+* ``sqlite_insert``: 100 (quick: 30) transactions of 1k rows, synchronous=FULL; ``lmdb_put``:
+  as many transactions of 1k puts (sync on commit); ``engine_commits``: ten times as many
+  one-object commits of the engine (each fsync'ed): ratios to plain.
 
 Configurations: libfuse2 through fusepy (realmfs's binding: 128 KiB writes, one request at a
 time) and, when ``mfusepy`` and libfuse3 are installed, libfuse3 with 1 MiB writes, with and
@@ -25,6 +27,7 @@ A benchmark, not a test: no thresholds. Run as root (FUSE mounts).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import mmap
 import os
@@ -35,7 +38,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from ctypes.util import find_library
 from pathlib import Path
@@ -181,6 +183,18 @@ def passthrough_class(fuse_module):
         def unlink(self, path):
             os.unlink(self._p(path))
 
+        def mkdir(self, path, mode):
+            os.mkdir(self._p(path), mode)
+
+        def rmdir(self, path):
+            os.rmdir(self._p(path))
+
+        def rename(self, old, new, flags=0):
+            os.rename(self._p(old), self._p(new))
+
+        def link(self, target, source):     # both bindings: target is the new name
+            os.link(self._p(source), self._p(target))
+
         def readdir(self, path, fh):
             return [".", ".."] + os.listdir(self._p(path))
 
@@ -231,6 +245,19 @@ def seq_write(directory: str, mib: int) -> float:
     return mib * MiB / seconds / 1e6
 
 
+def _batches(transactions: int, transaction, put) -> float:
+    """Seconds for ``transactions`` transactions (``transaction()``: a context manager) of
+    1000 ``put(handle, key)`` each, keys ascending."""
+    key = 0
+    start = time.perf_counter()
+    for _ in range(transactions):
+        with transaction() as handle:
+            for _ in range(1000):
+                put(handle, key)
+                key += 1
+    return time.perf_counter() - start
+
+
 def sqlite_insert(directory: str, transactions: int) -> float:
     path = os.path.join(directory, "bench.sqlite")
     for leftover in (path, path + "-journal"):
@@ -239,22 +266,84 @@ def sqlite_insert(directory: str, transactions: int) -> float:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA synchronous=FULL")
     db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
-    payload, key = os.urandom(100), 0
-    start = time.perf_counter()
-    for _ in range(transactions):
+    payload = os.urandom(100)
+
+    @contextlib.contextmanager
+    def transaction():
         db.execute("BEGIN")
-        for _ in range(1000):
-            db.execute("INSERT INTO t VALUES (?, ?)", (key, payload))
-            key += 1
+        yield db
         db.execute("COMMIT")
-    seconds = time.perf_counter() - start
+
+    seconds = _batches(transactions, transaction,
+                       lambda handle, key: handle.execute("INSERT INTO t VALUES (?, ?)", (key, payload)))
     db.close()
     os.unlink(path)
     return seconds
 
 
-def run_child(config: dict) -> dict:
-    """Mount one configuration, run both workloads (alternating with plain), unmount."""
+def lmdb_put(directory: str, transactions: int) -> float:
+    import lmdb
+    path = os.path.join(directory, "lmdb")
+    shutil.rmtree(path, ignore_errors=True)
+    env = lmdb.open(path, map_size=1 << 30)
+    payload = os.urandom(100)
+    seconds = _batches(transactions, lambda: env.begin(write=True),     # sync on commit
+                       lambda txn, key: txn.put(b"%016d" % key, payload))
+    env.close()
+    shutil.rmtree(path)
+    return seconds
+
+
+def engine_commits(directory: str, transactions: int) -> float:
+    import engine
+    path = os.path.join(directory, "commits.engine")
+    db = engine.open(path, schema={"Item": {"id": "int primary_key", "v": "str"}})
+    start = time.perf_counter()
+    for number in range(transactions * 10):     # one object per fsync'ed commit
+        with db.write() as tx:
+            tx.create("Item", {"id": number, "v": "x" * 100})
+    seconds = time.perf_counter() - start
+    db.close()
+    for name in os.listdir(directory):
+        if name.startswith("commits.engine"):
+            os.unlink(os.path.join(directory, name))
+    return seconds
+
+
+TIMED = {"sqlite_insert": sqlite_insert, "lmdb_put": lmdb_put, "engine_commits": engine_commits}
+
+
+def is_mounted(path: str) -> bool:
+    """From /proc/mounts: os.path.ismount cannot stat a mount whose daemon died."""
+    with open("/proc/mounts") as mounts:
+        return any(line.split()[1] == os.path.realpath(path) for line in mounts)
+
+
+def run_workloads(config: dict) -> dict:
+    """The client: every workload on the mount and on plain, alternating; then unmount.
+    A process of its own: a client thread inside the daemon deadlocks on any C library that
+    holds the GIL across file I/O (py-lmdb does)."""
+    mountpoint, plain = config["mountpoint"], config["plain"]
+    deadline = time.monotonic() + 30
+    while not is_mounted(mountpoint) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        samples: dict = {}
+        for _ in range(3):
+            for where, directory in (("mount", mountpoint), ("plain", plain)):
+                samples.setdefault(f"write_mbs_{where}", []).append(seq_write(directory, config["mib"]))
+                for name, workload_fn in TIMED.items():
+                    seconds = workload_fn(directory, config["transactions"])
+                    samples.setdefault(f"{name}_{where}", []).append(seconds)
+        return {key: statistics.median(values) for key, values in samples.items()}
+    except Exception as error:      # reported; the mount still comes down
+        return {"error": f"{type(error).__name__}: {error}"}
+    finally:
+        subprocess.run(["fusermount", "-u", mountpoint], capture_output=True)
+
+
+def run_daemon(config: dict) -> dict:
+    """Mount one configuration and serve it until the client process unmounts it."""
     binding = load_binding(config["binding"])
     if binding is None:
         return {"skipped": "mfusepy or libfuse3 missing"}
@@ -263,27 +352,9 @@ def run_child(config: dict) -> dict:
     for directory in (backing, mountpoint, plain):
         os.makedirs(directory, exist_ok=True)
     sealer = Sealer(config["crypto"])
-    result: dict = {}
-
-    def workload():
-        while not os.path.ismount(mountpoint):
-            time.sleep(0.02)
-        try:
-            writes = {"mount": [], "plain": []}
-            inserts = {"mount": [], "plain": []}
-            for _ in range(3):
-                for name, directory in (("mount", mountpoint), ("plain", plain)):
-                    writes[name].append(seq_write(directory, config["mib"]))
-                    inserts[name].append(sqlite_insert(directory, config["transactions"]))
-            result.update({f"{kind}_{name}": statistics.median(values)
-                           for kind, table in (("write_mbs", writes), ("insert_s", inserts))
-                           for name, values in table.items()})
-        except Exception as error:      # reported, and the mount still comes down
-            result["error"] = f"{type(error).__name__}: {error}"
-        finally:
-            subprocess.run(["fusermount", "-u", mountpoint], capture_output=True)
-
-    threading.Thread(target=workload, daemon=True).start()
+    client = subprocess.Popen([sys.executable, __file__, "--client",
+                               json.dumps(dict(config, mountpoint=mountpoint, plain=plain))],
+                              stdout=subprocess.PIPE, text=True)
     operations = passthrough_class(binding)(backing, sealer, config["max_write"], config["writeback"])
     options = {"foreground": True, "nothreads": True}
     if config["binding"] == 2:
@@ -293,7 +364,9 @@ def run_child(config: dict) -> dict:
         binding.FUSE(operations, mountpoint, **options)
     finally:
         sealer.close()
-    return result
+    out, _ = client.communicate(timeout=60)
+    lines = out.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {"error": "the client said nothing"}
 
 
 def gocryptfs_row(base: str, mib: int) -> dict:
@@ -320,10 +393,12 @@ def gocryptfs_row(base: str, mib: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="64 MiB writes, 30 transactions")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--daemon", help=argparse.SUPPRESS)
+    parser.add_argument("--client", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(run_child(json.loads(args.child))), flush=True)
+    if args.daemon or args.client:
+        run = run_daemon if args.daemon else run_workloads
+        print(json.dumps(run(json.loads(args.daemon or args.client))), flush=True)
         return 0
     if os.geteuid() != 0:
         print("bench_request_path: run as root (it mounts FUSE file systems)", file=sys.stderr)
@@ -337,7 +412,7 @@ def main(argv=None) -> int:
                       "crypto": crypto, "base": work, "mib": 64 if args.quick else 256,
                       "transactions": 30 if args.quick else 100}
             try:
-                out = subprocess.run([sys.executable, __file__, "--child", json.dumps(config)],
+                out = subprocess.run([sys.executable, __file__, "--daemon", json.dumps(config)],
                                      capture_output=True, text=True, timeout=600)
                 lines = out.stdout.strip().splitlines()
                 result = json.loads(lines[-1]) if lines else {"error": out.stderr.strip()[-300:]}
@@ -345,7 +420,7 @@ def main(argv=None) -> int:
                 result = {"error": "timed out"}
             finally:
                 mountpoint = os.path.join(work, "mnt")
-                if os.path.ismount(mountpoint):
+                if is_mounted(mountpoint):
                     subprocess.run(["fusermount", "-u", "-z", mountpoint], capture_output=True)
             rows.append((label, result))
             print(f"  {label}: {_describe(result)}", flush=True)
@@ -356,7 +431,7 @@ def main(argv=None) -> int:
             rows.append(("gocryptfs (seq write only)", {"error": f"gocryptfs failed: {error}"}))
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    print("\nconfiguration                               seq write MB/s (plain)   sqlite inserts / plain")
+    print(f"\n{'configuration':<44}seq write MB/s (plain)   " + "  ".join(f"{n} / plain" for n in TIMED))
     for label, result in rows:
         print(f"{label:<44}{_describe(result)}")
     return 0
@@ -365,9 +440,10 @@ def main(argv=None) -> int:
 def _describe(result: dict) -> str:
     if "skipped" in result or "error" in result:
         return result.get("skipped") or f"error: {result['error']}"
-    inserts = (f"{result['insert_s_mount'] / result['insert_s_plain']:5.2f}x"
-               if "insert_s_mount" in result else "    -")
-    return f"{result['write_mbs_mount']:7.0f} ({result['write_mbs_plain']:5.0f})          {inserts}"
+    ratios = "  ".join(
+        f"{result[f'{name}_mount'] / result[f'{name}_plain']:{len(name) + 7}.2f}x" if f"{name}_mount" in result
+        else f"{'-':>{len(name) + 8}}" for name in TIMED)
+    return f"{result['write_mbs_mount']:7.0f} ({result['write_mbs_plain']:5.0f})          {ratios}"
 
 
 if __name__ == "__main__":
