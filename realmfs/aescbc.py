@@ -27,7 +27,7 @@ import threading
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from .layout import AES_BLOCK, AES_KEY_SIZE, PAGE_SIZE
+from .layout import AES_BLOCK, AES_KEY_SIZE, BLOCK_DATA_BYTES, PAGE_SIZE
 
 
 def _load_libcrypto():
@@ -52,7 +52,7 @@ def _load_libcrypto():
 
 
 _LIB = _load_libcrypto()
-_KEPT_BUFFER = 64 * PAGE_SIZE     # one metadata block of pages: the largest group EncryptedFile uses
+_KEPT_BUFFER = BLOCK_DATA_BYTES   # one metadata block of pages: the largest group EncryptedFile uses
 _ONE_CALL_PAGES = 3               # decrypt runs from this many pages on in one EVP call
 BACKEND = "libcrypto" if _LIB is not None else "cryptography"
 

@@ -19,15 +19,16 @@ Invariants: all functions are pure and total on non-negative integers; logical
 from __future__ import annotations
 
 PAGE_SIZE = 4096                                   # data bytes per page, fixed by Realm Core
-ENTRY_SIZE = 64                                    # one IV-table entry
+ZERO_PAGE = bytes(PAGE_SIZE)                       # what a never-written page reads as
+COUNTER_SIZE = 4                                   # u32 LE write counter of a slot
+MAC_SIZE = 28                                      # HMAC-SHA224 output, stored whole
+SLOT_SIZE = COUNTER_SIZE + MAC_SIZE                # 32: one (counter, mac) slot
+ENTRY_SIZE = 2 * SLOT_SIZE                         # 64: one IV-table entry, two slots
 ENTRIES_PER_BLOCK = PAGE_SIZE // ENTRY_SIZE        # 64 data pages described by one metadata page
 BLOCK_PAGES = ENTRIES_PER_BLOCK + 1                # metadata page + its data pages
 BLOCK_DATA_BYTES = ENTRIES_PER_BLOCK * PAGE_SIZE   # 262144 logical bytes per block
 BLOCK_BYTES = BLOCK_PAGES * PAGE_SIZE              # 266240 physical bytes per full block
 
-COUNTER_SIZE = 4                                   # u32 LE write counter of a slot
-MAC_SIZE = 28                                      # HMAC-SHA224 output, stored whole
-SLOT_SIZE = COUNTER_SIZE + MAC_SIZE                # 32: one (counter, mac) slot; entry = 2 slots
 AES_KEY_SIZE = 32
 MAC_KEY_SIZE = 32
 KEY_SIZE = AES_KEY_SIZE + MAC_KEY_SIZE             # 64: bytes 0-31 AES-256, 32-63 HMAC

@@ -33,16 +33,17 @@ from .layout import (
     COUNTER_NEVER_WRITTEN,
     ENTRY_SIZE,
     KEY_SIZE,
+    MAC_SIZE,
     PAGE_SIZE,
+    ZERO_PAGE,
 )
 
 _SHA224_BLOCK = 64                  # HMAC pads keys to the hash's block size
 
 _ENTRY = struct.Struct("<I28sI28s")
-_COUNTERS = struct.Struct("<I28xI28x")     # the two counters of an entry, MACs skipped
+ENTRY_COUNTERS = struct.Struct("<I28xI28x")   # the two counters of an entry, MACs skipped
 _IV = struct.Struct("<Iq4x")
 _BINDING = struct.Struct("<16sQI")
-_ZERO_PAGE = bytes(PAGE_SIZE)
 assert _ENTRY.size == ENTRY_SIZE
 
 
@@ -66,7 +67,7 @@ class Entry(NamedTuple):
         return self.iv1 != COUNTER_NEVER_WRITTEN
 
 
-EMPTY_ENTRY = Entry(0, bytes(28), 0, bytes(28))
+EMPTY_ENTRY = Entry(0, bytes(MAC_SIZE), 0, bytes(MAC_SIZE))
 
 
 def next_counter(*seen: int) -> int:
@@ -85,7 +86,7 @@ def max_counter(entries) -> int:
     """The highest counter, slot 1 or slot 2, in a run of packed IV-table entries
     (a trailing partial entry is ignored)."""
     whole = len(entries) - len(entries) % ENTRY_SIZE
-    return max((c for pair in _COUNTERS.iter_unpack(bytes(entries[:whole])) for c in pair), default=0)
+    return max((c for pair in ENTRY_COUNTERS.iter_unpack(bytes(entries[:whole])) for c in pair), default=0)
 
 
 def page_iv(counter: int, page: int) -> bytes:
@@ -144,9 +145,6 @@ class PageCipher:
     # -- single pages ----------------------------------------------------------------
     def encrypt_page(self, plaintext, counter: int, page: int) -> bytes:
         return self._aes.encrypt(plaintext, [page_iv(counter, page)])
-
-    def decrypt_page(self, ciphertext, counter: int, page: int) -> bytes:
-        return self._aes.decrypt(ciphertext, [page_iv(counter, page)])
 
     def seal_page(self, plaintext, old: Entry, page: int, binding_id: bytes | None,
                   floor: int = 0, file_floor: int = 0) -> tuple[bytes, Entry]:
@@ -237,7 +235,7 @@ class PageCipher:
             return ReadResult.INTERRUPTED_FIRST_WRITE, 0
         if hmac.compare_digest(self.mac(ciphertext, binding(binding_id, page, entry.iv2)), entry.mac2):
             return ReadResult.FALLBACK, entry.iv2
-        if ciphertext == _ZERO_PAGE:
+        if ciphertext == ZERO_PAGE:
             return ReadResult.STALE_ZERO, 0
         return ReadResult.FAILED, 0
 
@@ -275,9 +273,6 @@ class PageCipher:
     def decrypt_pages(self, ciphertext, ivs: list[bytes]) -> bytes:
         """CBC-decrypt ``len(ivs)`` consecutive pages, each with its own IV, in one call."""
         return self._aes.decrypt(ciphertext, ivs)
-
-    def decrypt_page_with_iv(self, ciphertext, iv: bytes) -> bytes:
-        return self._aes.decrypt(ciphertext, [iv])
 
 
 def binding(file_id: bytes | None, page: int, counter: int) -> bytes:

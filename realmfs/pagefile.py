@@ -27,7 +27,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import struct
 import threading
 from collections import OrderedDict
 
@@ -35,6 +34,7 @@ from . import fileheader
 from .errors import Damaged, IntegrityError, NotEncrypted, ReadOnly, RealmfsError, WrongKey
 from .fileheader import FILE_ID_SIZE, Header, HeaderProblem
 from .layout import (
+    BLOCK_DATA_BYTES,
     ENTRIES_PER_BLOCK,
     ENTRY_SIZE,
     HEADER_BASE,
@@ -49,13 +49,13 @@ from .layout import (
     meta_offset,
     page_offset,
     pages_for,
+    ZERO_PAGE,
 )
-from .pagecipher import Entry, PageCipher, ReadResult, page_iv
+from .pagecipher import ENTRY_COUNTERS, Entry, PageCipher, ReadResult, page_iv
 from .pagetruncate import Truncation
 
 log = logging.getLogger(__name__)
 
-ZERO_PAGE = bytes(PAGE_SIZE)
 REALM_MNEMONIC = b"T-DB"
 REALM_MNEMONIC_OFFSET = 16
 META_CACHE_BLOCKS = 256   # 1 MiB of IV tables per open file: covers 64 MiB of data
@@ -64,7 +64,6 @@ KEY_PROBE_PAGES = 16      # written pages tried before a .realm file is said to 
 # WILLNEED, in steps of half of it), so the disk works while the daemon decrypts: cold
 # sequential reads measured 280 -> 370 MB/s (median of 5, 256 MiB) against none.
 SEQUENTIAL_PREFETCH = 2 << 20
-_COUNTERS = struct.Struct("<I28xI28x")   # one entry's counters of slot 1 and slot 2
 _scratch = threading.local()     # per thread: one block of pages, read and decrypted in place
 
 
@@ -74,7 +73,7 @@ def _read_buffer():
     try:
         return _scratch.buffer, _scratch.view
     except AttributeError:
-        _scratch.buffer = ctypes.create_string_buffer(ENTRIES_PER_BLOCK * PAGE_SIZE)
+        _scratch.buffer = ctypes.create_string_buffer(BLOCK_DATA_BYTES)
         _scratch.view = memoryview(_scratch.buffer).cast("B")
         return _scratch.buffer, _scratch.view
 
@@ -334,7 +333,7 @@ class EncryptedFile(Truncation):
         lost = self._lost_counter
         start = (first % ENTRIES_PER_BLOCK) * ENTRY_SIZE
         entries = memoryview(meta)[start:start + count * ENTRY_SIZE]
-        unknown = [page for page, (iv1, iv2) in enumerate(_COUNTERS.iter_unpack(entries), first)
+        unknown = [page for page, (iv1, iv2) in enumerate(ENTRY_COUNTERS.iter_unpack(entries), first)
                    if iv1 and iv2
                    and not live >> (page % ENTRIES_PER_BLOCK) & 1
                    and page not in lost]
@@ -364,7 +363,7 @@ class EncryptedFile(Truncation):
         """Zeros for the page, or raise: the one place that decides what a failed read means."""
         if result is ReadResult.UNINITIALIZED:
             return ZERO_PAGE
-        zero_data = bytes(ciphertext) == ZERO_PAGE
+        zero_data = ciphertext == ZERO_PAGE
         if self.realm_layout and zero_data and result is ReadResult.INTERRUPTED_FIRST_WRITE:
             # Realm Core's shrink keeps IV entries and regrows zero pages; it and a crash
             # before a first data write leave exactly this. realmfs never leaves it itself.
@@ -397,6 +396,7 @@ class EncryptedFile(Truncation):
                 one_step = not self.realm_layout or block_of(first) == block_of(last)
                 self._grow_body(end, page_offset(last, self.base) + PAGE_SIZE if one_step else 0)
             source = data if type(data) is bytes else memoryview(data).cast("B")
+            view = memoryview(source)       # slices of it are not copies (bytes slices are)
             last_partial, self._last_partial = self._last_partial, None
             merged = None
             for group_first, group_last in contiguous_page_groups(first, last):
@@ -411,7 +411,7 @@ class EncryptedFile(Truncation):
                 for page in range(group_first, group_last + 1):
                     page_start = page * PAGE_SIZE
                     lo, hi = max(offset, page_start), min(end, page_start + PAGE_SIZE)
-                    chunk = source[lo - offset:hi - offset]
+                    chunk = view[lo - offset:hi - offset]
                     if hi - lo == PAGE_SIZE:
                         pages.append(chunk)
                     else:
@@ -483,13 +483,12 @@ class EncryptedFile(Truncation):
         if first_writes:
             # entries of pages being rewritten go first; entries of first writes stay empty
             rewritten = [at for at, (iv1, _) in zip(range(0, len(before), ENTRY_SIZE),
-                                                    _COUNTERS.iter_unpack(before)) if iv1]
+                                                    ENTRY_COUNTERS.iter_unpack(before)) if iv1]
             if rewritten:
                 early = bytearray(before)
                 for at in rewritten:
                     early[at:at + ENTRY_SIZE] = after[at:at + ENTRY_SIZE]
-                if early != before:
-                    self._pwrite(bytes(early), where)
+                self._pwrite(bytes(early), where)     # a rewritten entry always changes
             self._pwrite(ciphertext, page_offset(first, self.base))
             self._pwrite(after, where)
         else:

@@ -57,14 +57,15 @@ class Truncation:
                 # that _tidy_beyond_size redoes at the next open if a crash stops it.
                 body = os.fstat(self.fd).st_size - HEADER_SIZE
                 self._write_header(size, self._floor_after_cut(body, self._body_size_for(size)))
-                self._tidy_beyond_size(body)
+                self._tidy_beyond_size(body, floor_known=True)
 
-    def _tidy_beyond_size(self, body: int) -> None:
-        """Make everything past the logical size read as zeros again (header layout)."""
+    def _tidy_beyond_size(self, body: int, floor_known: bool = False) -> None:
+        """Make everything past the logical size read as zeros again (header layout).
+        ``floor_known``: the header already holds the floor of this cut (truncate wrote it)."""
         keep_pages = pages_for(self._size)
         target = self._body_size_for(self._size)
         if body > target:
-            floor = self._floor_after_cut(body, target)
+            floor = self._counter_floor if floor_known else self._floor_after_cut(body, target)
             if floor != self._counter_floor:
                 # only a file cut by a realmfs that kept no floor gets here: record it
                 # before the counters it stands for are gone

@@ -27,10 +27,11 @@ from . import fileheader
 from .backinglock import BackingLock
 from .errors import AlreadyExists, BadPath
 from .keys import Key
-from .layout import (HEADER_BASE, HEADER_SIZE, PAGE_SIZE, REALM_BASE, block_of, data_to_body_size, meta_offset,
-                     page_offset)
+from .layout import (HEADER_BASE, HEADER_SIZE, PAGE_SIZE, REALM_BASE, ZERO_PAGE, block_of, data_to_body_size,
+                     meta_offset, page_offset)
 from .pagecipher import PageCipher
-from .pagefile import ZERO_PAGE, open_backing
+from .pagefile import open_backing
+from .transcode import close_file
 from .verify import FileReport, Kind, VerifyReport
 
 _RANGE = struct.Struct("<QI")
@@ -187,5 +188,4 @@ def _repair_file(f: FileReport, cipher: PageCipher, torn: list, zero: list, head
             ef.truncate(f.size)        # a whole zero page written over a partial last page
         ef.fsync()
     finally:
-        ef.close()
-        os.close(ef.fd)
+        close_file(ef)

@@ -42,6 +42,7 @@ from .layout import (
     HEADER_SIZE,
     PAGE_SIZE,
     REALM_BASE,
+    ZERO_PAGE,
     block_of,
     body_size_is_valid,
     body_to_data_size,
@@ -51,7 +52,7 @@ from .layout import (
     pages_for,
 )
 from .pagecipher import EMPTY_ENTRY, Entry, PageCipher, ReadResult
-from .pagefile import ZERO_PAGE, looks_like_plain_realm
+from .pagefile import looks_like_plain_realm
 from .progress import disabled
 
 log = logging.getLogger(__name__)
@@ -276,7 +277,7 @@ def _classify_page(report: FileReport, page: int, entry: Entry, result: ReadResu
     elif result is ReadResult.EOF:
         report.add(page, Kind.TRUNCATED, Severity.DAMAGE, f"{len(ciphertext)} of {PAGE_SIZE} bytes present")
     elif result is ReadResult.INTERRUPTED_FIRST_WRITE:
-        if realm and bytes(ciphertext) == ZERO_PAGE:
+        if realm and ciphertext == ZERO_PAGE:
             report.add(page, Kind.ZERO_INTERRUPTED, Severity.WARNING)
         else:
             report.add(page, Kind.INTERRUPTED, Severity.DAMAGE)
