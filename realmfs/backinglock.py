@@ -140,10 +140,6 @@ class BackingLock:
         os.pwrite(self.fd, data, 0)
         os.fsync(self.fd)
 
-    def set_pid(self, pid: int) -> None:
-        self.owner["pid"] = pid
-        self._write()
-
     def release(self) -> None:
         if self.fd < 0:
             return

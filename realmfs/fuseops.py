@@ -57,8 +57,6 @@ HIDDEN_PREFIX = FUSE_HIDDEN_PREFIX     # libfuse's name for unlinked files that 
 # utimensat's special tv_nsec values with tv_sec 0, as fusepy's use_ns turns them into ns
 _UTIME_NOW, _UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 _UTIME_SPECIAL = (_UTIME_NOW, _UTIME_OMIT)
-_STAT_KEYS = ("st_mode", "st_ino", "st_dev", "st_nlink", "st_uid", "st_gid", "st_size",
-              "st_atime_ns", "st_mtime_ns", "st_ctime_ns", "st_blocks", "st_blksize", "st_rdev")
 
 
 def stat_dict(st: os.stat_result, size: int | None = None) -> dict:
@@ -109,10 +107,7 @@ class RealmfsOps(Operations):
         except FuseOSError:
             raise
         except IntegrityError as error:
-            # formatted first: the log's rate limit then counts per file and page, not
-            # per template, so a second damaged page still gets its own line
-            line = f"integrity failure: {error} (returned EIO to {op})"
-            log.error(line.replace("%", "%%"))
+            log.error("integrity failure: %s (returned EIO to %s)", error, op)
             raise FuseOSError(errno.EIO) from None
         except RealmfsError as error:
             log.error("%s %s: %s", op, args[0] if args else "", error)
@@ -372,8 +367,9 @@ class RealmfsOps(Operations):
         number = self.files.open(real, path, self._realm(path), fi.flags, stat.S_IMODE(mode))
         try:
             self._owner(real)
-            if fi.flags & os.O_TRUNC and self.files.get(number).file.size:
-                self.files.get(number).file.truncate(0)
+            file = self.files.get(number).file
+            if fi.flags & os.O_TRUNC and file.size:
+                file.truncate(0)
         except BaseException:
             self._release(number)
             raise
@@ -387,10 +383,10 @@ class RealmfsOps(Operations):
         if self.read_only and (accmode != os.O_RDONLY or fi.flags & os.O_TRUNC):
             raise FuseOSError(errno.EROFS)
         number = self.files.open(real, path, self._realm(path), fi.flags)
+        handle = self.files.get(number)
         try:
             if fi.flags & os.O_TRUNC and accmode != os.O_RDONLY:
-                self.files.get(number).file.truncate(0)
-            keep = os.fstat(self.files.get(number).open_file.fd).st_nlink <= 1
+                handle.file.truncate(0)
         except BaseException:
             self._release(number)
             raise
@@ -398,7 +394,7 @@ class RealmfsOps(Operations):
         # Keep the page cache across opens: the daemon is BACKING's only writer, and every
         # write reaches the kernel's cache of this inode first. Not for a file with other
         # hard links: their kernel inodes have caches of their own.
-        fi.keep_cache = 1 if keep else 0
+        fi.keep_cache = 1 if handle.nlink <= 1 else 0
         return 0
 
     def read(self, path, size, offset, fh):

@@ -18,7 +18,8 @@ LOG_FILE_BACKUPS = 2
 
 
 class RateLimit(logging.Filter):
-    """Let the same message through at most ``burst`` times per ``window`` seconds."""
+    """Let the same message (formatted: the same file and page) through at most ``burst``
+    times per ``window`` seconds."""
 
     def __init__(self, burst: int = 5, window: float = 60.0):
         super().__init__()
@@ -28,7 +29,7 @@ class RateLimit(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        key = f"{record.name}:{record.msg}"
+        key = f"{record.name}:{record.getMessage()}"   # per message: another file or page is news
         now = time.monotonic()
         start, count = self._seen.get(key, (now, 0))
         if now - start > self.window:

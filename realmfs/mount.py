@@ -47,7 +47,7 @@ from . import config as configmod
 from .backinglock import BackingLock, is_locked, pid_alive, read_owner
 from .mounttable import FSNAME_PREFIX, MountEntry, find_mount, holders, is_mountpoint, realmfs_mounts
 from .errors import BackingLocked, BadPath, Busy, MountFailed, RealmfsError
-from .keys import Key
+from .keys import KEY_ENV, Key
 from .pagecipher import PageCipher
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,7 @@ UNMOUNT_TIMEOUT = 60.0
 # ---------------------------------------------------------------------- checks
 def check_paths(backing: str, mountpoint: str) -> tuple[str, str]:
     """Absolute, resolved paths; BadPath for anything a mount cannot use."""
-    if not os.path.exists(backing):
-        raise BadPath(f"backing directory {backing} does not exist")
-    if not os.path.isdir(backing):
-        raise BadPath(f"backing directory {backing} is not a directory")
+    configmod.require_directory(backing)
     backing = os.path.realpath(backing)
     try:
         os.stat(mountpoint)
@@ -356,7 +353,7 @@ def start(backing: str, mountpoint: str, key: Key, *, read_only: bool = False,
     for option in extra_options or []:
         command += ["-o", option]
     command += [backing, mountpoint]
-    env = {k: v for k, v in os.environ.items() if k != "REALMFS_KEY"}
+    env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with open(log_file, "ab") as logf:
@@ -500,5 +497,5 @@ def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = UNMOUNT_TIM
             time.sleep(0.02)
         if pid_alive(pid):
             raise MountFailed(f"unmounted {entry.mountpoint}, but daemon pid {pid} is still sealing "
-                              "after {timeout:.0f}s; see its log")
+                              f"after {timeout:.0f}s; see its log")
     return entry

@@ -391,18 +391,18 @@ def decrypt(src: str, dst: str, key: Key, *, skip_damaged: bool = False,
         return result
     # owner, mode and times first: the checks below list directories and read every file
     tree = directory_stats(src)
-    before = {p: os.stat(p) for p in configmod.backing_files(src)}
+    files = [(p, os.path.relpath(p, src)) for p in configmod.backing_files(src)]
+    before = {path: os.stat(path) for path, _ in files}
     config = configmod.open_backing_dir(src, key)
     _warn_if_mounted(src)
     key_checked = bool(config.key_check)
-    files = [(p, os.path.relpath(p, src)) for p in configmod.backing_files(src)]
     with _publishing(dst, tree) as temp:
         _count(progress, [p for p, _ in files])
         for path, rel in files:
             progress.file(rel)
             result.zeroed += _decrypt_file(path, rel, os.path.join(temp, rel), cipher,
                                            config.is_realm_file(rel), key_checked, skip_damaged, progress,
-                                           before.get(path) or os.stat(path))
+                                           before[path])
             result.files.append(rel)
             result.bytes += os.path.getsize(os.path.join(temp, rel))
     return result

@@ -43,7 +43,7 @@ class OpenFile:
 @dataclass
 class Handle:
     open_file: OpenFile
-    flags: int
+    nlink: int          # hard links of the file when it was opened (from the open's fstat)
 
     @property
     def file(self) -> EncryptedFile:
@@ -115,7 +115,7 @@ class OpenFiles:
                 number = next(self._numbers)
                 entry.refcount += 1
                 entry.handles.add(number)
-                self._handles[number] = Handle(entry, flags)
+                self._handles[number] = Handle(entry, st.st_nlink)
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -162,9 +162,3 @@ class OpenFiles:
                 log.exception("could not fsync/close %s at unmount", entry.name)
         return len(entries)
 
-    def sync_all(self) -> None:
-        with self.lock:
-            entries = list(self._by_inode.values())
-        for entry in entries:
-            if not entry.file.read_only:
-                entry.file.fsync()

@@ -183,7 +183,8 @@ def _rekey_locked(backing: str, old_key: Key, unlocked, new_key_file, progress) 
     old, new = PageCipher(old_key.raw), PageCipher(new_key.raw)
     result = RekeyResult(backing, journal.get("key_file"), len(journal.get("keyslots", [])),
                          list(journal.get("dropped", [])), resumed=resumed)
-    directories = dict(directory_stats(backing), **{"": os.stat(backing)})   # before any listing
+    directories = directory_stats(backing)      # before any listing moves their atimes
+    directories[""] = os.stat(backing)
     _remove_tool_temps(backing)
     files = [(p, os.path.relpath(p, backing)) for p in configmod.backing_files(backing)]
     progress.files, progress.total = len(files), sum(os.path.getsize(p) for p, _ in files)

@@ -15,15 +15,9 @@ import sys
 from .. import __version__
 from ..errors import ExitCode, RealmfsError
 from ..log import setup_logging
-from . import keycmds
+from . import keycmds, mountcmds, offlinecmds
 
-SUBCOMMAND_MODULES = [keycmds]
-for _name in ("mountcmds", "offlinecmds"):
-    try:
-        SUBCOMMAND_MODULES.append(__import__(f"{__name__}.{_name}", fromlist=[_name]))
-    except ModuleNotFoundError as _missing:
-        if _missing.name != f"{__name__}.{_name}":
-            raise
+SUBCOMMAND_MODULES = [keycmds, mountcmds, offlinecmds]
 
 log = logging.getLogger("realmfs")
 

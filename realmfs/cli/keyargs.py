@@ -24,7 +24,7 @@ import sys
 
 from .. import config as configmod
 from .. import keyslots
-from ..errors import BadPath, KeyFormatError, WrongPassphrase
+from ..errors import BadPath, ExitCode, KeyFormatError, WrongPassphrase
 from ..keys import KEY_ENV, Key, key_from_env, parse_key, read_key_file
 
 
@@ -85,6 +85,8 @@ def read_passphrase(args, prefix: str = "", prompt: str = "Passphrase: ", confir
             ran = subprocess.run(shlex.split(command), stdout=subprocess.PIPE, check=False)
         except OSError as error:
             raise BadPath(f"--{prefix}extpass: cannot run {command!r}: {error.strerror}") from None
+        except ValueError as error:     # shlex: unbalanced quotes
+            raise BadPath(f"--{prefix}extpass: cannot parse {command!r}: {error}") from None
         if ran.returncode != 0:
             raise KeyFormatError(f"--{prefix}extpass: {command!r} exited with status {ran.returncode}")
         return _nonempty(_strip_newline(ran.stdout), f"--{prefix}extpass")
@@ -97,10 +99,13 @@ def prompt_passphrase(prompt: str, confirm: bool = False) -> bytes:
     if not sys.stdin.isatty():
         raise KeyFormatError("a passphrase is needed and there is no terminal to ask: "
                              "use --passphrase-file F or --extpass CMD")
-    first = getpass.getpass(prompt).encode("utf-8")
-    _nonempty(first, "the prompt")
-    if confirm and getpass.getpass("Repeat: ").encode("utf-8") != first:
-        raise KeyFormatError("the two passphrases differ")
+    try:
+        first = getpass.getpass(prompt).encode("utf-8")
+        _nonempty(first, "the prompt")
+        if confirm and getpass.getpass("Repeat: ").encode("utf-8") != first:
+            raise KeyFormatError("the two passphrases differ")
+    except EOFError:        # Ctrl-D at the prompt
+        raise KeyFormatError("no passphrase entered") from None
     return first
 
 
@@ -177,3 +182,12 @@ def new_key_setup(args) -> tuple[Key, list]:
         kdf = keyslots.default_kdf(getattr(args, "kdf", None) or "scrypt")
         return master, [keyslots.make_slot(keyslots.PASSPHRASE, secret, master, kdf)]
     return key_from_args(args), []
+
+
+def exit_codes(*pairs) -> str:
+    """An epilog listing the exit codes a command uses (values from errors.ExitCode)."""
+    return "exit codes: " + ", ".join(f"{getattr(ExitCode, name)} {text}" for name, text in pairs)
+
+
+KEY_EXIT_CODES = (("WRONG_KEY", "wrong key"), ("WRONG_PASSPHRASE", "wrong passphrase/recovery key"),
+                  ("BAD_KEY", "no or malformed key"), ("KEYRING", "secret store unusable"))

@@ -10,28 +10,18 @@ import logging
 import os
 
 from .. import config as configmod
-from ..errors import ExitCode
 from .. import mount as mountmod
 from .. import mounttable
 from ..backinglock import is_locked, read_owner
 from ..log import setup_logging
-from .keyargs import add_key_arguments, key_from_args, new_key_setup
+from .keyargs import KEY_EXIT_CODES, add_key_arguments, exit_codes, key_from_args, new_key_setup
 
 log = logging.getLogger("realmfs")
 
 
-def _codes(*pairs) -> str:
-    """An epilog listing the exit codes a command uses (values from errors.ExitCode)."""
-    return "exit codes: " + ", ".join(f"{getattr(ExitCode, name)} {text}" for name, text in pairs)
-
-
-_KEY_CODES = (("WRONG_KEY", "wrong key"), ("WRONG_PASSPHRASE", "wrong passphrase/recovery key"),
-              ("BAD_KEY", "no or malformed key"), ("KEYRING", "secret store unusable"))
-
-
 def register(sub) -> None:
-    p = sub.add_parser("init", epilog=_codes(("OK", "done"), ("BAD_PATH", "BACKING missing or not a directory"),
-                                             ("EXISTS", "already initialised"), *_KEY_CODES), help="make BACKING an encrypted directory (writes its config)",
+    p = sub.add_parser("init", epilog=exit_codes(("OK", "done"), ("BAD_PATH", "BACKING missing or not a directory"),
+                                             ("EXISTS", "already initialised"), *KEY_EXIT_CODES), help="make BACKING an encrypted directory (writes its config)",
                        description="Write an authenticated config into BACKING (format version, key "
                                    "check value, options) so that a wrong key is refused before "
                                    "anything is read, even while BACKING is empty.")
@@ -41,12 +31,12 @@ def register(sub) -> None:
     add_key_arguments(p)
     p.set_defaults(handler=run_init)
 
-    p = sub.add_parser("mount", epilog=_codes(
+    p = sub.add_parser("mount", epilog=exit_codes(
                            ("OK", "mounted"), ("NOT_ENCRYPTED", "a plain Realm file in BACKING"),
                            ("LOCKED", "BACKING already mounted"),
                            ("BAD_PATH", "missing/not a directory/mountpoint not empty or a mount"),
                            ("MOUNT_FAILED", "FUSE failed"), ("REKEY_IN_PROGRESS", "finish the rekey"),
-                           ("DAMAGED", "config fails authentication"), *_KEY_CODES),
+                           ("DAMAGED", "config fails authentication"), *KEY_EXIT_CODES),
                        help="mount BACKING (ciphertext) on MOUNTPOINT (plaintext)",
                        description="Mount the encrypted directory BACKING on MOUNTPOINT. Returns once "
                                    "the mountpoint answers; the daemon keeps running in the background.")
@@ -63,7 +53,7 @@ def register(sub) -> None:
     p.set_defaults(handler=run_mount)
 
     for name in ("unmount", "umount"):
-        p = sub.add_parser(name, epilog=_codes(("OK", "unmounted and sealed"),
+        p = sub.add_parser(name, epilog=exit_codes(("OK", "unmounted and sealed"),
                                                ("BAD_PATH", "not a realmfs mount"),
                                                ("BUSY", "files open: the processes are named")),
                            help="write back, seal and unmount MOUNTPOINT" if name == "unmount"

@@ -15,8 +15,8 @@ from .. import keyslots, offline, repair, verify
 from .. import rekey as rekeymod
 from ..errors import ExitCode, NotEncrypted, NotRecognized
 from ..progress import Progress
-from .keyargs import (add_key_arguments, add_passphrase_arguments, key_from_args, new_key_setup,
-                      read_passphrase, unlock_from_args)
+from .keyargs import (KEY_EXIT_CODES, add_key_arguments, add_passphrase_arguments, exit_codes, key_from_args,
+                      new_key_setup, read_passphrase, unlock_from_args)
 
 _LAYOUTS = {"auto": None, "realm": True, "header": False}
 
@@ -26,17 +26,8 @@ def _layout_argument(parser, default_help: str) -> None:
                         help=f"file layout: Realm Core's ('realm') or realmfs header ('header'); {default_help}")
 
 
-def _codes(*pairs) -> str:
-    """An epilog listing the exit codes a command uses (values from errors.ExitCode)."""
-    return "exit codes: " + ", ".join(f"{getattr(ExitCode, name)} {text}" for name, text in pairs)
-
-
-_KEY_CODES = (("WRONG_KEY", "wrong key"), ("WRONG_PASSPHRASE", "wrong passphrase/recovery key"),
-              ("BAD_KEY", "no or malformed key"), ("KEYRING", "secret store unusable"))
-
-
 def register(sub) -> None:
-    p = sub.add_parser("encrypt", epilog=_codes(("OK", "done"), ("BAD_PATH", "SRC missing"), ("EXISTS", "DST exists"), ("ALREADY_ENCRYPTED", "SRC is already encrypted"), *_KEY_CODES),
+    p = sub.add_parser("encrypt", epilog=exit_codes(("OK", "done"), ("BAD_PATH", "SRC missing"), ("EXISTS", "DST exists"), ("ALREADY_ENCRYPTED", "SRC is already encrypted"), *KEY_EXIT_CODES),
                        help="encrypt a plain file or directory tree into a new DST",
                        description="Encrypt SRC (a plain file, e.g. an unencrypted Realm file, or a "
                                    "directory tree) into DST, which must not exist. A tree becomes a "
@@ -54,7 +45,7 @@ def register(sub) -> None:
     add_key_arguments(p)
     p.set_defaults(handler=run_encrypt)
 
-    p = sub.add_parser("decrypt", epilog=_codes(("OK", "done"), ("DAMAGED", "a damaged page stopped the run"), ("NOT_ENCRYPTED", "SRC is plain"), ("NOT_RECOGNIZED", "SRC is not an encrypted file"), ("BAD_PATH", "SRC missing"), ("EXISTS", "DST exists"), ("REKEY_IN_PROGRESS", "finish the rekey first"), *_KEY_CODES),
+    p = sub.add_parser("decrypt", epilog=exit_codes(("OK", "done"), ("DAMAGED", "a damaged page stopped the run"), ("NOT_ENCRYPTED", "SRC is plain"), ("NOT_RECOGNIZED", "SRC is not an encrypted file"), ("BAD_PATH", "SRC missing"), ("EXISTS", "DST exists"), ("REKEY_IN_PROGRESS", "finish the rekey first"), *KEY_EXIT_CODES),
                        help="decrypt an encrypted file or backing directory into a new DST",
                        description="Decrypt SRC (one encrypted file of either layout, files written by "
                                    "Realm Core included, or a whole backing directory) into DST, which "
@@ -68,7 +59,7 @@ def register(sub) -> None:
     add_key_arguments(p)
     p.set_defaults(handler=run_decrypt)
 
-    p = sub.add_parser("verify", epilog=_codes(("OK", "clean"), ("DAMAGED", "damage found (also after --repair if some remains)"), ("NOT_ENCRYPTED", "a plain Realm file"), ("NOT_RECOGNIZED", "not an encrypted file"), ("LOCKED", "--repair while mounted"), ("REKEY_IN_PROGRESS", "finish the rekey first"), *_KEY_CODES),
+    p = sub.add_parser("verify", epilog=exit_codes(("OK", "clean"), ("DAMAGED", "damage found (also after --repair if some remains)"), ("NOT_ENCRYPTED", "a plain Realm file"), ("NOT_RECOGNIZED", "not an encrypted file"), ("LOCKED", "--repair while mounted"), ("REKEY_IN_PROGRESS", "finish the rekey first"), *KEY_EXIT_CODES),
                        help="check every page of every file; optionally repair",
                        description="Check the header, size and every page (both IV slots) of every "
                                    "file in BACKING, or of one FILE, without changing anything. Exit 0: "
@@ -90,7 +81,7 @@ def register(sub) -> None:
     add_key_arguments(p)
     p.set_defaults(handler=run_verify)
 
-    p = sub.add_parser("rekey", epilog=_codes(("OK", "done (also: already done)"), ("USAGE", "no --new-key-file"), ("EXISTS", "--new-key-file exists"), ("LOCKED", "mounted"), ("DAMAGED", "a file is damaged: verify --repair first"), *_KEY_CODES),
+    p = sub.add_parser("rekey", epilog=exit_codes(("OK", "done (also: already done)"), ("USAGE", "no --new-key-file"), ("EXISTS", "--new-key-file exists"), ("LOCKED", "mounted"), ("DAMAGED", "a file is damaged: verify --repair first"), *KEY_EXIT_CODES),
                        help="re-encrypt everything under a new master key (crash-safe)",
                        description="Re-encrypt every file of BACKING under a new random master key. "
                                    "Crash-safe: every file is always wholly under the old or the new "
@@ -104,7 +95,7 @@ def register(sub) -> None:
     add_key_arguments(p)
     p.set_defaults(handler=run_rekey)
 
-    p = sub.add_parser("passwd", epilog=_codes(("OK", "done"), ("EXISTS", "recovery key file exists"), ("REKEY_IN_PROGRESS", "finish the rekey first"), *_KEY_CODES),
+    p = sub.add_parser("passwd", epilog=exit_codes(("OK", "done"), ("EXISTS", "recovery key file exists"), ("REKEY_IN_PROGRESS", "finish the rekey first"), *KEY_EXIT_CODES),
                        help="change the passphrase (or add a recovery key); data untouched",
                        description="Replace the passphrase slot of BACKING's config. The master key, "
                                    "and so every data byte, is unchanged: use 'realmfs rekey' to rotate "
