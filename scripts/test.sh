@@ -17,7 +17,10 @@ if ! command -v fusermount >/dev/null 2>&1; then
 fi
 
 echo "== installing Python packages (pip)"
-python3 -m pip install -q --disable-pip-version-check -e '.[test,bench]' 2>&1 | grep -v -i 'running pip as the .root' || true
+# Output unfiltered: a failed install must show and stop this script (set -e). Debian's own
+# python3 is "externally managed" (PEP 668): then the second form, as scripts/demo.sh does.
+pip_install() { PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check "$@"; }
+pip_install -e '.[test,bench]' || pip_install --break-system-packages -e '.[test,bench]'
 
 if [ $# -gt 0 ]; then
     exec python3 -m pytest "$@"

@@ -27,11 +27,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 
-
-def is_mounted(path: str) -> bool:
-    path = os.path.realpath(path)
-    with open("/proc/mounts") as mounts:
-        return any(line.split()[1] == path for line in mounts)
+from targets import is_mounted  # noqa: E402  (this script runs from benchlib/)
 
 
 def serve_realmfs(backing: str, mountpoint: str) -> None:

@@ -120,49 +120,57 @@ class Target:
             self._log.close()
 
 
-class Gocryptfs(Target):
+class _Peer(Target):
+    """A peer filesystem: its store made once with ``create_argv``, then its daemon run in the
+    foreground (``mount_argv``), so the child we hold is the daemon itself."""
+
+    store_name = ""
+
+    @property
+    def backing_dirs(self) -> list[str]:
+        return [self.store]
+
+    def create_argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def mount_argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self.store = os.path.join(self.base, self.store_name)
+        os.makedirs(self.store)
+        os.makedirs(self.dir)
+        subprocess.run(self.create_argv(), check=True, capture_output=True)
+        self._spawn(self.mount_argv())
+        self._wait_mounted()
+
+    def stop(self) -> None:
+        self._unmount_and_reap()
+
+
+class Gocryptfs(_Peer):
     name = "gocryptfs"
     needs = ("gocryptfs", "fusermount")
+    store_name = "gocryptfs-cipher"
+    _extpass = ["-extpass", f"echo {PEER_PASSWORD}"]
 
-    @property
-    def backing_dirs(self) -> list[str]:
-        return [self.cipher]
+    def create_argv(self) -> list[str]:
+        return ["gocryptfs", "-init", "-q", *self._extpass, self.store]
 
-    def start(self) -> None:
-        self.cipher = os.path.join(self.base, "gocryptfs-cipher")
-        os.makedirs(self.cipher)
-        os.makedirs(self.dir)
-        extpass = ["-extpass", f"echo {PEER_PASSWORD}"]
-        subprocess.run(["gocryptfs", "-init", "-q", *extpass, self.cipher], check=True,
-                       capture_output=True)
-        # -f: stay in the foreground so the child we hold is the daemon itself.
-        self._spawn(["gocryptfs", "-f", "-q", *extpass, self.cipher, self.dir])
-        self._wait_mounted()
-
-    def stop(self) -> None:
-        self._unmount_and_reap()
+    def mount_argv(self) -> list[str]:
+        return ["gocryptfs", "-f", "-q", *self._extpass, self.store, self.dir]
 
 
-class Securefs(Target):
+class Securefs(_Peer):
     name = "securefs"
     needs = ("securefs", "fusermount")
+    store_name = "securefs-data"
 
-    @property
-    def backing_dirs(self) -> list[str]:
-        return [self.data]
+    def create_argv(self) -> list[str]:
+        return ["securefs", "create", "--pass", PEER_PASSWORD, self.store]
 
-    def start(self) -> None:
-        self.data = os.path.join(self.base, "securefs-data")
-        os.makedirs(self.data)
-        os.makedirs(self.dir)
-        subprocess.run(["securefs", "create", "--pass", PEER_PASSWORD, self.data], check=True,
-                       capture_output=True)
-        # No -b: a foreground daemon is the child we hold.
-        self._spawn(["securefs", "mount", "--pass", PEER_PASSWORD, self.data, self.dir])
-        self._wait_mounted()
-
-    def stop(self) -> None:
-        self._unmount_and_reap()
+    def mount_argv(self) -> list[str]:
+        return ["securefs", "mount", "--pass", PEER_PASSWORD, self.store, self.dir]
 
 
 class _PythonMount(Target):

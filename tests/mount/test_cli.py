@@ -157,7 +157,7 @@ def test_double_mount_refused_with_owner_pid(env, tmp_path):
 
 
 def test_busy_unmount_names_the_process_then_lazy(env):
-    env.mount_cli()
+    assert env.mount_cli().returncode == 0
     spit(env.m("held"), b"x")
     with open(env.m("held"), "rb") as held:
         holder = subprocess.Popen(["sleep", "60"], stdin=held)
@@ -181,7 +181,7 @@ def test_busy_unmount_names_the_process_then_lazy(env):
 
 
 def test_fusermount_by_hand_seals(env):
-    env.mount_cli()
+    assert env.mount_cli().returncode == 0
     pid = env.current.pid
     data = os.urandom(50_000)
     spit(env.m("f.bin"), data)
@@ -194,7 +194,7 @@ def test_fusermount_by_hand_seals(env):
 
 def test_sigterm_seals_even_while_mapped(env):
     import mmap
-    env.mount_cli()
+    assert env.mount_cli().returncode == 0
     pid = env.current.pid
     fd = os.open(env.m("f.bin"), os.O_RDWR | os.O_CREAT, 0o600)
     os.ftruncate(fd, 8192)
@@ -209,7 +209,7 @@ def test_sigterm_seals_even_while_mapped(env):
 
 
 def test_killed_daemon_stale_lock_taken_over(env):
-    env.mount_cli()
+    assert env.mount_cli().returncode == 0
     pid = env.current.pid
     spit(env.m("f"), b"before kill")
     os.kill(pid, signal.SIGKILL)
@@ -268,7 +268,7 @@ def test_options_read_only_and_allow_other_pass_through(env):
 
 
 def test_sigterm_while_busy_detaches_and_seals_at_last_close(env):
-    env.mount_cli()
+    assert env.mount_cli().returncode == 0
     pid = env.current.pid
     fd = os.open(env.m("held.bin"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -312,7 +312,7 @@ def test_foreground_mount_and_ctrl_c(env):
 
 
 def test_status_reports_a_dead_daemon(env):
-    env.mount_cli()
+    assert env.mount_cli().returncode == 0
     pid = env.current.pid
     os.kill(pid, signal.SIGKILL)
     assert _wait_gone(pid)

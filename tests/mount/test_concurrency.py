@@ -52,10 +52,16 @@ def test_processes_with_fcntl_locks_match_a_sequential_model(mnt):
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, path, str(n), str(ITERATIONS), str(RECORD)],
                               stderr=subprocess.PIPE) for n in range(WORKERS)]
     errors = []
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
-        if proc.returncode:
-            errors.append(err.decode()[-2000:])
+    try:
+        for proc in procs:
+            _, err = proc.communicate(timeout=300)
+            if proc.returncode:
+                errors.append(err.decode()[-2000:])
+    finally:        # a timeout must not leave workers holding files on the mount
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert not errors, errors
     data = slurp(path)
     count = int.from_bytes(data[:8], "little")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 
 import pytest
 from fuse import FuseOSError
@@ -63,4 +64,4 @@ def test_reserved_names_are_invisible(ops, tmp_path):
     number = ops("opendir", "/")
     assert ".realmfs.conf" not in ops("readdir", None, number)
     os.mkdir(tmp_path / "d")
-    assert ops("getattr", "/d", None)["st_size"] >= 0
+    assert stat.S_ISDIR(ops("getattr", "/d", None)["st_mode"])

@@ -12,7 +12,7 @@ from realmfs import config as configmod
 from realmfs import keyslots, offline
 from realmfs import rekey as rekeymod
 from realmfs.cli import keyargs
-from realmfs.errors import ExitCode, WrongPassphrase
+from realmfs.errors import Damaged, ExitCode, WrongPassphrase
 from realmfs.keys import Key, write_key_file
 from tests.offline.conftest import read_tree, write_tree
 
@@ -112,11 +112,16 @@ def test_recovery_key_slot_and_raw_master_key(run, vault, tmp_path):
 def test_slots_are_covered_by_the_config_mac_and_gcm(vault):
     backing, _ = vault
     path = backing / configmod.CONFIG_NAME
+    master = keyslots.unlock(configmod.load(str(backing)).keyslots, b"correct horse", keyslots.PASSPHRASE).master
     document = json.loads(path.read_text())
-    document["keyslots"][0]["kdf"]["n"] = 2                    # weaken the KDF parameters
+    # a change that leaves the key-encryption key as it was: only GCM's associated data
+    # (the slot's own description) can refuse it
+    document["keyslots"][0]["kdf"]["added"] = 1
     path.write_text(json.dumps(document))
     with pytest.raises(WrongPassphrase):
         keyslots.unlock(document["keyslots"], b"correct horse", keyslots.PASSPHRASE)
+    with pytest.raises(Damaged):         # and the config's MAC under the master key
+        configmod.unlock(configmod.load(str(backing)), master)
 
 
 def test_rekey_with_passphrase_keeps_the_passphrase_and_rotates_the_master(run, vault, tmp_path):
