@@ -23,7 +23,7 @@ from .errors import (CorruptFileError, DatabaseClosedError, EngineError, NotAnEn
                      SchemaError, TruncatedFileError, UnsupportedVersionError)
 from .layout import PAGE_SIZE, RootSlot
 from .lockfile import LockFile
-from .mmapfile import PagedFile
+from .mmapfile import PagedFile, pwrite_all
 from .pagestore import NodeCache, PageView
 from .schema import migrate, parse_schema, schema_from_json, schema_to_json
 from .txn import ReadTxn, WriteTxn, publish_commit
@@ -73,7 +73,7 @@ def _create_file(path: str, classes: dict):
     tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        os.write(fd, b"".join(pages))
+        pwrite_all(fd, b"".join(pages), 0)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -116,6 +116,7 @@ class Database:
         self.path = os.fspath(path)
         self.durable = durability == "full"
         self._snapshots = weakref.WeakSet()
+        self._writers = weakref.WeakSet()
         wanted = parse_schema(schema) if schema is not None else None
         if not os.path.exists(self.path):
             if wanted is None:
@@ -220,7 +221,9 @@ class Database:
     def write(self) -> WriteTxn:
         """The write transaction; blocks while another process/thread writes."""
         self._check_open()
-        return WriteTxn(self)
+        txn = WriteTxn(self)
+        self._writers.add(txn)
+        return txn
 
     def stats(self) -> dict:
         from .tools import stats
@@ -237,9 +240,12 @@ class Database:
         write_copy_to(self, os.fspath(path))
 
     def close(self):
-        """Close the handle; snapshots still open are ended (their reader slots freed)."""
+        """Close the handle; snapshots still open are ended (their reader slots freed) and
+        an open write transaction is aborted (else the write lock would stay taken)."""
         for snapshot in list(getattr(self, "_snapshots", ())):
             snapshot.close()
+        for writer in list(getattr(self, "_writers", ())):
+            writer.abort()
         if self._lock is not None:
             self._lock.close()
             self._lock = None

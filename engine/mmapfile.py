@@ -11,14 +11,26 @@ Invariants:
   pwrite keeps a stray write from being able to scribble over mapped pages.
 """
 
+import errno
 import mmap
 import os
 import threading
 
+from .errors import TruncatedFileError
 from .layout import PAGE_SIZE
 
 GROWTH_MIN_PAGES = 16          # grow in chunks so small commits do not ftruncate each time
 GROWTH_FRACTION = 32           # ... and by 1/32 of the file for large files
+
+
+def pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """pwrite every byte (a full disk or a FUSE file system may write fewer and not fail)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(errno.EIO, "the file system wrote nothing")
+        view, offset = view[written:], offset + written
 
 
 class PagedFile:
@@ -27,11 +39,14 @@ class PagedFile:
         self.fd = fd
         self.map = None
         self.mapped_pages = 0
+        self._known_pages = 0      # the file had at least this many pages (it never shrinks)
         self._remap_lock = threading.Lock()
         self.remap(self.file_pages())
 
     def file_pages(self) -> int:
-        return os.fstat(self.fd).st_size // PAGE_SIZE
+        pages = os.fstat(self.fd).st_size // PAGE_SIZE
+        self._known_pages = max(self._known_pages, pages)
+        return pages
 
     def remap(self, needed_pages: int):
         """Make sure the mapping covers at least `needed_pages` pages."""
@@ -40,7 +55,6 @@ class PagedFile:
                 return self.map
             pages = self.file_pages()
             if pages < needed_pages:
-                from .errors import TruncatedFileError
                 raise TruncatedFileError(
                     f"{self.path}: file has {pages} pages but the header needs {needed_pages}")
             self.map = mmap.mmap(self.fd, pages * PAGE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ)
@@ -48,12 +62,16 @@ class PagedFile:
             return self.map
 
     def ensure_size(self, npages: int):
-        """Grow the file (ftruncate, whole pages) so it holds `npages` pages."""
+        """Grow the file (ftruncate, whole pages) so it holds `npages` pages. A size already
+        seen answers without an fstat (a getattr round trip on a FUSE mount, every commit)."""
+        if npages <= self._known_pages:
+            return
         current = self.file_pages()
         if current >= npages:
             return
         target = max(npages, current + GROWTH_MIN_PAGES, current + current // GROWTH_FRACTION)
         os.ftruncate(self.fd, target * PAGE_SIZE)
+        self._known_pages = target
 
     def write_pages(self, pages: dict):
         """pwrite {pgno: page bytes}, coalescing runs of consecutive pages."""
@@ -64,13 +82,13 @@ class PagedFile:
                 run.append(pages[pgno])
                 continue
             if run:
-                os.pwrite(self.fd, b"".join(run), run_start * PAGE_SIZE)
+                pwrite_all(self.fd, b"".join(run), run_start * PAGE_SIZE)
             run_start, run = pgno, [pages[pgno]]
         if run:
-            os.pwrite(self.fd, b"".join(run), run_start * PAGE_SIZE)
+            pwrite_all(self.fd, b"".join(run), run_start * PAGE_SIZE)
 
     def write_at(self, offset: int, data: bytes):
-        os.pwrite(self.fd, data, offset)
+        pwrite_all(self.fd, data, offset)
 
     def sync(self):
         os.fsync(self.fd)

@@ -196,6 +196,48 @@ def test_two_handles_in_one_process(db, db_path):
         assert snap.count("Dog") == 1
 
 
+def test_closing_a_handle_aborts_its_open_write_transaction(db, db_path):
+    """Else the write lock stays taken and the next writer in this process waits forever."""
+    other = engine.open(db_path, durability="none")
+    tx = other.write()
+    tx.create("Dog", {"name": "never"})
+    other.close()
+    got_lock = []
+    thread = threading.Thread(target=lambda: (db.write().abort(), got_lock.append(True)), daemon=True)
+    thread.start()
+    thread.join(10)
+    assert got_lock == [True]
+    with pytest.raises(engine.TransactionError):
+        tx.commit()
+    with db.read() as snap:
+        assert snap.count("Dog") == 0
+
+
+def test_small_commits_stat_the_file_no_more(db, monkeypatch):
+    """Growth is decided from the size last seen (the file never shrinks): on a FUSE mount
+    every fstat is a getattr round trip, which was paid once per commit."""
+    import engine.mmapfile as mmapfile
+    add_dogs(db, 1)
+    calls = []
+
+    class CountingOs:
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def fstat(fd):
+            calls.append("fstat")
+            return os.fstat(fd)
+
+    monkeypatch.setattr(mmapfile, "os", CountingOs())
+    for number in range(20):
+        with db.write() as tx:
+            tx.create("Dog", {"name": f"small{number}"})
+    # an fstat only where the file grows past the size last seen or the map must follow
+    # it (a few times in 20 commits); it was one per commit
+    assert calls.count("fstat") <= 2, calls
+
+
 def test_queries(db):
     add_dogs(db, 20)
     with db.read() as snap:
