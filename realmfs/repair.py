@@ -25,7 +25,7 @@ import time
 from . import config as configmod
 from . import fileheader
 from .backinglock import BackingLock
-from .errors import AlreadyExists, BadPath
+from .errors import AlreadyExists, BadPath, Damaged
 from .keys import Key
 from .layout import (HEADER_BASE, HEADER_SIZE, PAGE_SIZE, REALM_BASE, ZERO_PAGE, block_of, data_to_body_size,
                      meta_offset, page_offset)
@@ -67,13 +67,30 @@ def _read_json(path: str):
         return json.loads(f.read())
 
 
-def restore_backup(directory: str) -> list[str]:
-    """Put back every range a repair saved in ``directory``; returns the files restored."""
+def restore_backup(directory: str, target: str) -> list[str]:
+    """Put back every range a repair of ``target`` saved in ``directory``; returns the files
+    restored. Like the repair, it refuses a mounted backing directory: a daemon's cached IV
+    tables would write the repaired state back over the restored one."""
     manifest = os.path.join(directory, "manifest.json")
     if not os.path.exists(manifest):
         raise BadPath(f"{directory} is not a realmfs repair backup (no manifest.json)")
+    if not os.path.isdir(target):
+        return _restore(directory, manifest)
+    with BackingLock(target, "(realmfs verify --restore running)"):
+        return _restore(directory, manifest)
+
+
+def _restore(directory: str, manifest: str) -> list[str]:
+    try:
+        return _restore_ranges(directory, _read_json(manifest))
+    except (ValueError, KeyError, TypeError, AttributeError, struct.error) as error:
+        raise Damaged(f"{directory}: the repair backup is unreadable ({error!r}); "
+                      "nothing after the damaged entry was restored") from None
+
+
+def _restore_ranges(directory: str, entries: dict) -> list[str]:
     restored = []
-    for name, entry in _read_json(manifest).items():
+    for name, entry in entries.items():
         with open(os.path.join(directory, entry["ranges"]), "rb") as blob:
             data = blob.read()
         fd = os.open(entry["path"], os.O_WRONLY)

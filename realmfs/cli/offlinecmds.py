@@ -162,7 +162,7 @@ def run_verify(args) -> int:
         return ExitCode.USAGE
     key = key_from_args(args, backing=_backing_of(args.target))
     if args.restore:
-        restored = repair.restore_backup(args.restore)
+        restored = repair.restore_backup(args.restore, args.target)
         print(f"restored {len(restored)} file(s) from {args.restore}: {', '.join(restored)}")
     layout = _LAYOUTS[args.layout]
     with _progress("verify") as progress:

@@ -166,6 +166,25 @@ def test_repair_zero_damaged_then_restore_backup(run, backing, tmp_path):
     assert {n: (path / n).read_bytes() for n in damaged} == damaged       # byte for byte as before
 
 
+def test_restore_refuses_a_mounted_directory_and_reads_a_broken_backup_as_one_line(run, backing, tmp_path):
+    path, key = backing
+    from realmfs.backinglock import BackingLock
+    from realmfs.errors import BackingLocked
+    from realmfs.keys import write_key_file
+    write_key_file(str(tmp_path / "k"), key)
+    (tmp_path / "bk").mkdir()
+    (tmp_path / "bk" / "manifest.json").write_text('{"a.realm": {"path": 3}}')
+    lock = BackingLock(str(path), "/somewhere/mounted").acquire()      # as a mount holds it
+    try:
+        with pytest.raises(BackingLocked):
+            repair.restore_backup(str(tmp_path / "bk"), str(path))
+    finally:
+        lock.release()
+    broken = run("verify", path, "--key-file", tmp_path / "k", "--restore", tmp_path / "bk")
+    assert broken.code == ExitCode.DAMAGED, broken
+    assert "backup is unreadable" in broken.err and len(broken.err.strip().splitlines()) == 1, broken.err
+
+
 def test_wrong_key_is_not_damage(run, backing, tmp_path):
     path, _ = backing
     from realmfs.keys import write_key_file
