@@ -57,6 +57,10 @@ def _check_scalar(where: str, type_name: str, value):
             return value
     elif type_name == "str":
         if isinstance(value, str):
+            try:
+                value.encode()          # UTF-8, as stored: a lone surrogate cannot be
+            except UnicodeEncodeError:
+                raise ValidationError(f"{where}: the string is not valid Unicode (a lone surrogate?)") from None
             return value
     elif type_name == "bytes":
         if isinstance(value, (bytes, bytearray, memoryview)):

@@ -25,7 +25,7 @@ from .layout import PAGE_SIZE, RootSlot
 from .lockfile import LockFile
 from .mmapfile import PagedFile, pwrite_all
 from .pagestore import NodeCache, PageView
-from .schema import migrate, parse_schema, schema_from_json, schema_to_json
+from .schema import describe, migrate, parse_schema, schema_from_json, schema_to_json
 from .txn import ReadTxn, WriteTxn, publish_commit
 
 DURABILITY_MODES = ("full", "none")
@@ -208,8 +208,8 @@ class Database:
 
     @property
     def schema(self) -> dict:
-        from .schema import describe
-        return describe(self._catalog(self._view(self._read_meta()), self._read_meta()).classes)
+        with self.read() as snapshot:       # one commit, its pages held while read
+            return describe(snapshot.classes)
 
     def read(self) -> ReadTxn:
         """A consistent snapshot of the latest commit (use as a context manager)."""

@@ -53,7 +53,7 @@ class TableState:
         self.int_keys = self.pk_prop is not None and self.pk_prop.type == "int"
         # Object keys of int primary keys and object ids are always 8 bytes, so
         # index entries store an empty value: the object key is the last 8
-        # bytes of the index key (Scan / index_target).  Other tables store it.
+        # bytes of the index key (query.Scan).  Other tables store it.
         self.short_index = self.pk_prop is None or self.int_keys
         # values_for fast path: a value of exactly this type needs no
         # normalisation by check_value (ints still need the range check).
@@ -97,11 +97,6 @@ class TableState:
             return decode_primary_key(self.pk_prop, key)
         return decode_object_id(key)
 
-    def make_obj(self, key: bytes, record: bytes) -> Obj:
-        obj = Obj(zip(self.names, self.codec.decode(record)))
-        obj.key = self.user_key(key)
-        return obj
-
     def values_for(self, values: dict, base=None) -> list:
         if not isinstance(values, dict):
             raise ValidationError(f"{self.cls.name}: values must be a dict, got {type(values).__name__}")
@@ -112,7 +107,8 @@ class TableState:
         for name, plain, is_int, prop, where, i in self.fields:
             if name in values:
                 value = values[name]
-                if type(value) is not plain or is_int and not INT64_MIN <= value <= INT64_MAX:
+                if (type(value) is not plain or is_int and not INT64_MIN <= value <= INT64_MAX
+                        or plain is str and not value.isascii()):      # non-ASCII: is it UTF-8?
                     value = check_value(where, prop, value)
                 result.append(value)
             else:
@@ -159,12 +155,13 @@ class TableState:
         new = self.values_for(changes, old)
         if self.pk_prop is not None and new[self.pk_pos] != old[self.pk_pos]:
             raise ValidationError(f"{self.cls.name}: the primary key cannot be changed")
+        record = self.codec.encode(new)     # first: nothing changes if it cannot be encoded
         old_entries = dict(self.index_entries(key, old))
         for name, index_key in self.index_entries(key, new):
             if old_entries[name] != index_key:
                 self.indexes[name].delete(old_entries[name])
                 self.indexes[name].put(index_key, b"" if self.short_index else key)
-        self.tree.put(key, self.codec.encode(new))
+        self.tree.put(key, record)
         self.dirty = True
 
     def remove(self, user_key):
@@ -185,11 +182,6 @@ class TableState:
             tree.put(encode_index_value(prop, value) + key, b"" if self.short_index else key)
         self.indexes[prop_name] = tree
         self.dirty = True
-
-
-def index_target(index_key: bytes, stored: bytes) -> bytes:
-    """The object key an index entry points to (empty stored value: last 8 bytes)."""
-    return stored or index_key[-8:]
 
 
 class ObjectAccess:

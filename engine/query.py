@@ -113,7 +113,7 @@ class Scan:
         for key, stored in self.tree.items(self.low):
             if high is not None and key[:len(high)] > high:
                 break
-            keys.append((stored or key[-8:]) if self.via_index else key)   # objects.index_target
+            keys.append((stored or key[-8:]) if self.via_index else key)   # empty: the key's last 8 bytes
         return keys
 
 

@@ -238,6 +238,21 @@ def test_small_commits_stat_the_file_no_more(db, monkeypatch):
     assert calls.count("fstat") <= 2, calls
 
 
+def test_a_string_utf8_cannot_hold_is_refused_before_anything_changes(db_path):
+    schema = {"D": {"name": "str primary_key", "a": "str index", "b": "str index"}}
+    with engine.open(db_path, schema=schema, durability="none") as db:
+        with db.write() as tx:
+            tx.create("D", {"name": "x", "a": "old", "b": "old"})
+        with db.write() as tx:
+            with pytest.raises(engine.ValidationError):
+                tx.update("D", "x", {"a": "new", "b": "\udcff"})     # a lone surrogate
+            with pytest.raises(engine.ValidationError):
+                tx.create("D", {"name": "\udcff"})
+        assert db.verify() == []
+        with db.read() as snap:
+            assert snap.get("D", "x")["a"] == "old"
+
+
 def test_queries(db):
     add_dogs(db, 20)
     with db.read() as snap:
