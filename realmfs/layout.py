@@ -55,9 +55,19 @@ def meta_offset(block: int, base: int = 0) -> int:
     return base + block * BLOCK_BYTES
 
 
+def entry_start(page: int) -> int:
+    """Offset of page ``page``'s entry inside its metadata page."""
+    return (page % ENTRIES_PER_BLOCK) * ENTRY_SIZE
+
+
 def entry_offset(page: int, base: int = 0) -> int:
     """Physical offset of the IV-table entry of data page ``page``."""
-    return meta_offset(block_of(page), base) + (page % ENTRIES_PER_BLOCK) * ENTRY_SIZE
+    return meta_offset(block_of(page), base) + entry_start(page)
+
+
+def layout_base(realm_layout: bool) -> int:
+    """Where the body starts: at 0 in Realm's layout, after the header page in realmfs's."""
+    return REALM_BASE if realm_layout else HEADER_BASE
 
 
 def page_offset(page: int, base: int = 0) -> int:

@@ -37,19 +37,19 @@ from .layout import (
     BLOCK_DATA_BYTES,
     ENTRIES_PER_BLOCK,
     ENTRY_SIZE,
-    HEADER_BASE,
     HEADER_SIZE,
     PAGE_SIZE,
-    REALM_BASE,
+    ZERO_PAGE,
     block_of,
     body_to_data_size,
     contiguous_page_groups,
     data_to_body_size,
     entry_offset,
+    entry_start,
+    layout_base,
     meta_offset,
     page_offset,
     pages_for,
-    ZERO_PAGE,
 )
 from .pagecipher import ENTRY_COUNTERS, Entry, PageCipher, ReadResult, page_iv
 from .pagetruncate import Truncation
@@ -102,7 +102,7 @@ class EncryptedFile(Truncation):
         self.realm_layout = realm_layout
         self.read_only = read_only or salvage
         self.key_checked = key_checked
-        self.base = REALM_BASE if realm_layout else HEADER_BASE
+        self.base = layout_base(realm_layout)
         self.lock = threading.RLock()
         self.backing_writes = 0            # pwrite calls, for tests that count I/O
         self._meta: OrderedDict[int, bytearray] = OrderedDict()
@@ -215,7 +215,7 @@ class EncryptedFile(Truncation):
 
     @staticmethod
     def _entry(meta: bytearray, page: int) -> Entry:
-        start = (page % ENTRIES_PER_BLOCK) * ENTRY_SIZE
+        start = entry_start(page)
         return Entry.unpack(bytes(meta[start:start + ENTRY_SIZE]))
 
     def _binding_id(self) -> bytes | None:
@@ -274,7 +274,7 @@ class EncryptedFile(Truncation):
         got = os.preadv(self.fd, [buffer], page_offset(first, self.base))
         view = buffer[:got]
         binding_id = self._binding_id()
-        start = (first % ENTRIES_PER_BLOCK) * ENTRY_SIZE
+        start = entry_start(first)
         ivs = self.cipher.check_pages(view, meta, start, first, count, binding_id)
         if None not in ivs:     # every page authenticates in slot 1: the common case
             block = block_of(first)
@@ -331,7 +331,7 @@ class EncryptedFile(Truncation):
         empty) has nothing to find."""
         live = self._live.get(block_of(first), 0)
         lost = self._lost_counter
-        start = (first % ENTRIES_PER_BLOCK) * ENTRY_SIZE
+        start = entry_start(first)
         entries = memoryview(meta)[start:start + count * ENTRY_SIZE]
         unknown = [page for page, (iv1, iv2) in enumerate(ENTRY_COUNTERS.iter_unpack(entries), first)
                    if iv1 and iv2
@@ -346,13 +346,13 @@ class EncryptedFile(Truncation):
         raw = buffer[:os.preadv(self.fd, [buffer], page_offset(low, self.base))]
         check = self.cipher.check_pages
         if len(unknown) == span:    # one pass over the run (the usual case)
-            verified = check(raw, meta, (low % ENTRIES_PER_BLOCK) * ENTRY_SIZE, low, span, binding_id)
+            verified = check(raw, meta, entry_start(low), low, span, binding_id)
         else:
             verified = None
         for page in unknown:
             ciphertext = raw[(page - low) * PAGE_SIZE:(page - low + 1) * PAGE_SIZE]
             ok = verified[page - low] if verified is not None else \
-                check(ciphertext, meta, (page % ENTRIES_PER_BLOCK) * ENTRY_SIZE, page, 1, binding_id)[0]
+                check(ciphertext, meta, entry_start(page), page, 1, binding_id)[0]
             if ok is not None:
                 continue        # slot 1 authenticates: SUCCESS, nothing to note
             result, _ = self.cipher.classify(self._entry(meta, page), ciphertext, page, binding_id)
@@ -459,7 +459,7 @@ class EncryptedFile(Truncation):
         if self._live.get(block, 0) & bits != bits:
             self._find_torn(first, count, meta, binding_id)
         self._live[block] = self._live.get(block, 0) & ~bits
-        start = (first % ENTRIES_PER_BLOCK) * ENTRY_SIZE
+        start = entry_start(first)
         end = start + count * ENTRY_SIZE
         before = bytes(meta[start:end])
         lost = self._lost_counter
@@ -508,7 +508,7 @@ class EncryptedFile(Truncation):
         When it reaches the shape's end (all but block-boundary sizes, where the shape
         also holds the next metadata page) that write extends the file itself: no fstat
         and no ftruncate, and a crash before it leaves the file as it was."""
-        target = self._body_size_for(new_size) + (0 if self.realm_layout else HEADER_SIZE)
+        target = self._body_size_for(new_size) + self.base
         if written_to >= target:
             return
         if os.fstat(self.fd).st_size < target:

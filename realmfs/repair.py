@@ -27,8 +27,16 @@ from . import fileheader
 from .backinglock import BackingLock
 from .errors import AlreadyExists, BadPath, Damaged
 from .keys import Key
-from .layout import (HEADER_BASE, HEADER_SIZE, PAGE_SIZE, REALM_BASE, ZERO_PAGE, block_of, data_to_body_size,
-                     meta_offset, page_offset)
+from .layout import (
+    HEADER_SIZE,
+    PAGE_SIZE,
+    ZERO_PAGE,
+    block_of,
+    data_to_body_size,
+    layout_base,
+    meta_offset,
+    page_offset,
+)
 from .pagecipher import PageCipher
 from .pagefile import open_backing
 from .transcode import close_file
@@ -159,7 +167,7 @@ def _repair_files(report: VerifyReport, todo: list, key: Key, zero_damaged: bool
     changes = []
     for f in todo:
         torn, zero, header = _repair_plan(f, zero_damaged)
-        base = REALM_BASE if f.realm_layout else HEADER_BASE
+        base = layout_base(f.realm_layout)
         backup = Backup(directory, f.name, f.path)
         if not f.realm_layout:
             backup.want(0, HEADER_SIZE)

@@ -36,17 +36,16 @@ from .fileheader import MAGIC, SLOT_OFFSETS, SLOT_SIZE, HeaderProblem
 from .keys import Key
 from .layout import (
     COUNTER_MAX,
-    ENTRIES_PER_BLOCK,
     ENTRY_SIZE,
-    HEADER_BASE,
     HEADER_SIZE,
     PAGE_SIZE,
-    REALM_BASE,
     ZERO_PAGE,
     block_of,
     body_size_is_valid,
     body_to_data_size,
     contiguous_page_groups,
+    entry_start,
+    layout_base,
     meta_offset,
     page_offset,
     pages_for,
@@ -297,7 +296,7 @@ def scan_file(path: str, cipher: PageCipher, *, realm_layout: bool, name: str | 
         report.physical = os.fstat(fd).st_size
         if report.physical == 0:
             return report
-        base = REALM_BASE if realm_layout else HEADER_BASE
+        base = layout_base(realm_layout)
         if realm_layout:
             if looks_like_plain_realm(os.pread(fd, 24, 0)):
                 report.add(None, Kind.NOT_ENCRYPTED, Severity.DAMAGE, "encrypt it with 'realmfs encrypt'")
@@ -319,7 +318,7 @@ def scan_file(path: str, cipher: PageCipher, *, realm_layout: bool, name: str | 
             data = memoryview(os.pread(fd, count * PAGE_SIZE, page_offset(first, base)))
             for index in range(count):
                 page = first + index
-                start = (page % ENTRIES_PER_BLOCK) * ENTRY_SIZE
+                start = entry_start(page)
                 entry = Entry.unpack(meta[start:start + ENTRY_SIZE])
                 ciphertext = data[index * PAGE_SIZE:(index + 1) * PAGE_SIZE]
                 result, _ = cipher.classify(entry, ciphertext, page, binding_id)
