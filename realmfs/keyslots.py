@@ -132,9 +132,14 @@ def unlock(slots: list, secret: bytes, kind: str) -> Unlocked:
     kek_by_params: dict[str, bytes] = {}
     for index, slot in candidates:
         # slots with the same KDF and salt share a KEK: derive it once (scrypt is slow)
-        params = json.dumps([slot["kdf"], slot["salt"]], sort_keys=True)
-        if params not in kek_by_params:
-            kek_by_params[params] = slot_kek(slot, secret)
+        # the config's MAC can only be checked once a slot opened: a damaged slot is
+        # Damaged here, as in open_with_kek, not an internal error
+        try:
+            params = json.dumps([slot["kdf"], slot["salt"]], sort_keys=True)
+            if params not in kek_by_params:
+                kek_by_params[params] = slot_kek(slot, secret)
+        except (KeyError, ValueError, TypeError, AttributeError):
+            raise Damaged("a key slot in the config is malformed") from None
         master = open_with_kek(slot, kek_by_params[params])
         if master is not None:
             return Unlocked(master, index, kek_by_params[params])

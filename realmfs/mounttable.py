@@ -58,15 +58,16 @@ def is_mountpoint(path: str) -> bool:
 
 
 def find_mount(mountpoint: str) -> MountEntry | None:
-    candidates = {os.path.abspath(mountpoint)}
-    try:
-        candidates.add(os.path.realpath(mountpoint))
-    except OSError:
-        pass
-    for entry in realmfs_mounts():
-        if entry.mountpoint in candidates:
-            return entry
-    return None
+    """The realmfs mount at ``mountpoint``. The plain path is tried first: resolving it
+    (symlinks in the way) stats the mountpoint, which a wedged daemon never answers."""
+    by_path = {entry.mountpoint: entry for entry in realmfs_mounts()}
+    entry = by_path.get(os.path.abspath(mountpoint))
+    if entry is None:
+        try:
+            entry = by_path.get(os.path.realpath(mountpoint))
+        except OSError:
+            pass
+    return entry
 
 
 @dataclass

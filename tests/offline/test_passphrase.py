@@ -124,6 +124,15 @@ def test_slots_are_covered_by_the_config_mac_and_gcm(vault):
         configmod.unlock(configmod.load(str(backing)), master)
 
 
+@pytest.mark.parametrize("damage", [lambda slot: slot.pop("salt"), lambda slot: slot["kdf"].update(n="x")])
+def test_a_malformed_slot_is_damage_not_an_internal_error(vault, damage):
+    backing, _ = vault
+    document = json.loads((backing / configmod.CONFIG_NAME).read_text())
+    damage(document["keyslots"][0])
+    with pytest.raises(Damaged):
+        keyslots.unlock(document["keyslots"], b"correct horse", keyslots.PASSPHRASE)
+
+
 def test_rekey_with_passphrase_keeps_the_passphrase_and_rotates_the_master(run, vault, tmp_path):
     backing, pw = vault
     old_master = keyslots.unlock(configmod.load(str(backing)).keyslots, b"correct horse", keyslots.PASSPHRASE).master
