@@ -187,7 +187,7 @@ def run(args) -> dict:
                     settle(base)
                     try:
                         measured, phases, rss_notes, error = run_isolated(
-                            workload, wl.Ctx(work, target, sizes, None, args.quick))
+                            workload, wl.Ctx(work, target, sizes, None))
                     finally:
                         shutil.rmtree(work, ignore_errors=True)
                         if os.path.exists(work):  # e.g. files the mount hides but BACKING keeps

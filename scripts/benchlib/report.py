@@ -125,7 +125,6 @@ def checks(result, candidate: str = CANDIDATE) -> list:
         check(f"{metric} <= 1.10x plain", None if r is None else r <= 1.10, fmt(r))
     # "engine commits (fsync per transaction)": every engine row that commits.
     engine_rows = [m for m in ("engine_insert", "engine_update", "engine_commits") if m in med]
-    engine_rows += sorted(m for m in med if m.startswith("engine") and m not in METRICS)
     for metric in ["sqlite_insert", "lmdb_put"] + engine_rows:
         r = ratio(metric)
         peers = faster_than_peers(metric)

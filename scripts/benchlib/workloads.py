@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
-import inspect
 import mmap
 import os
 import random
@@ -56,12 +55,11 @@ class Sizes:
 class Ctx:
     """What a workload gets: its directory, its sizes, cache eviction, daemon accounting."""
 
-    def __init__(self, directory, target, sizes: Sizes, monitor, quick: bool):
+    def __init__(self, directory, target, sizes: Sizes, monitor):
         self.dir = directory
         self.target = target
         self.sizes = sizes
         self.monitor = monitor
-        self.quick = quick
         self.daemon: dict[str, dict] = {}  # phase -> cpu_s, bytes, peak_rss
         self.notes: dict[str, int] = {}    # named RSS readings
 
@@ -279,33 +277,16 @@ def lmdb_kv(ctx: Ctx) -> list:
 
 
 def _load_bench_engine():
-    """scripts/bench_engine.py as a module, or None (it is written alongside the engine)."""
-    script = os.path.join(REPO, "scripts", "bench_engine.py")
-    if not os.path.exists(script):
-        return None
-    spec = importlib.util.spec_from_file_location("bench_engine", script)
+    """scripts/bench_engine.py as a module."""
+    spec = importlib.util.spec_from_file_location("bench_engine", os.path.join(REPO, "scripts", "bench_engine.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def _engine_own_workload(ctx: Ctx, module) -> list:
-    """bench_engine.py's workload, by whichever interface it offers (loosely coupled)."""
-    for name in ("bench_workload", "workload", "run_workload"):
-        fn = getattr(module, name, None)
-        if callable(fn):  # fn(directory[, quick]) -> seconds or {name: seconds}
-            kwargs = {"quick": ctx.quick} if "quick" in inspect.signature(fn).parameters else {}
-            with ctx.phase("engine"):
-                start = time.perf_counter()
-                result = fn(ctx.dir, **kwargs)
-                seconds = time.perf_counter() - start
-            if isinstance(result, dict):
-                return [(f"engine_{k}", float(v), 1, "run") for k, v in result.items()
-                        if isinstance(v, (int, float))]
-            return [("engine", float(result) if isinstance(result, (int, float)) else seconds, 1, "run")]
-    if not (hasattr(module, "EngineBench") and hasattr(module, "make_rows")):
-        return []
-    # Its EngineBench: inserts in transactions of 1k (fsync per commit), point reads, updates.
+    """bench_engine.py's EngineBench: inserts in transactions of 1k (fsync per commit),
+    point reads, updates."""
     n = ctx.sizes.db_rows
     rows = module.make_rows(n)
     rng = random.Random(2)
@@ -326,12 +307,11 @@ def _engine_own_workload(ctx: Ctx, module) -> list:
 
 
 def engine(ctx: Ctx) -> list:
-    """The engine's own benchmark workload (if scripts/bench_engine.py offers one), then
+    """The engine's own benchmark workload (scripts/bench_engine.py), then
     'engine_commits': small transactions, one object each, each fsync'ed."""
     import engine as eng  # ImportError: the engine is not there yet; the row says so
 
-    module = _load_bench_engine()
-    measured = _engine_own_workload(ctx, module) if module else []
+    measured = _engine_own_workload(ctx, _load_bench_engine())
     commits = ctx.sizes.engine_commits
     db = eng.open(os.path.join(ctx.dir, "commits.engine"),
                   schema={"Item": {"id": "int primary_key", "v": "str"}})

@@ -6,20 +6,29 @@ import os
 import random
 import signal
 import subprocess
+import time
 
 import pytest
 
 from realmfs import api, offline
+from realmfs.backinglock import pid_alive
 from realmfs.keys import Key
 from tests.fusecheck import fuse_problem
 from tests.offline.conftest import write_tree
 
 
 
+@pytest.fixture(autouse=True)
+def needs_fuse():
+    problem = fuse_problem()
+    if problem:
+        pytest.fail(f"this test needs FUSE: {problem}", pytrace=False)
+
+
 @pytest.fixture
 def mount_guard():
     """Unmount whatever the test mounted, even after a failure: fusermount -u, -uz, then
-    SIGKILL of that mount's own daemon (by pid)."""
+    give that mount's own daemon 10 s to seal before SIGKILL (by pid)."""
     mounts = []
     yield mounts.append
     for handle in mounts:
@@ -27,10 +36,11 @@ def mount_guard():
             continue
         if subprocess.run(["fusermount", "-u", handle.mountpoint], capture_output=True).returncode:
             subprocess.run(["fusermount", "-uz", handle.mountpoint], capture_output=True)
-        try:
+        deadline = time.monotonic() + 10
+        while pid_alive(handle.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if pid_alive(handle.pid):
             os.kill(handle.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def mount_in(tmp_path, key):
@@ -40,9 +50,6 @@ def mount_in(tmp_path, key):
 
 
 def test_encrypted_tree_mounts_and_reads_back(tmp_path, mount_guard):
-    problem = fuse_problem()
-    if problem:
-        pytest.fail(f"this test needs FUSE: {problem}", pytrace=False)
     rnd = random.Random(3)
     tree = {"app/default.realm": rnd.randbytes(40 * 4096), "app/empty.realm": b"",
             "notes.txt": b"hello\n", "big.bin": rnd.randbytes(3 * 262144 + 5), "empty.bin": b""}
@@ -59,9 +66,6 @@ def test_encrypted_tree_mounts_and_reads_back(tmp_path, mount_guard):
 
 
 def test_rekey_and_mount_exclude_each_other(tmp_path, mount_guard, run):
-    problem = fuse_problem()
-    if problem:
-        pytest.fail(f"this test needs FUSE: {problem}", pytrace=False)
     from realmfs import config as configmod
     from realmfs.errors import ExitCode, RekeyInProgress
     from realmfs.keys import write_key_file
@@ -85,9 +89,6 @@ def test_rekey_and_mount_exclude_each_other(tmp_path, mount_guard, run):
 
 
 def test_init_with_passphrase_then_mount_with_it(tmp_path, run):
-    problem = fuse_problem()
-    if problem:
-        pytest.fail(f"this test needs FUSE: {problem}", pytrace=False)
     from realmfs import mount as mountmod
     from realmfs.errors import ExitCode
     os.mkdir(tmp_path / "backing")
