@@ -64,7 +64,8 @@ def pack_page(header: Header, mac) -> bytes:
     return bytes(page)
 
 
-def _unpack_slot(raw: bytes, mac) -> Header | None:
+def unpack_slot(raw: bytes, mac) -> Header | None:
+    """One slot's header if its MAC holds, else None; HeaderProblem for another version."""
     body, tag = raw[:_BODY.size], raw[_BODY.size:SLOT_SIZE]
     if not hmac.compare_digest(mac(_MAC_CONTEXT + body), tag):
         return None
@@ -81,7 +82,7 @@ def unpack_page(page: bytes, mac) -> Header:
     raws = [page[o:o + SLOT_SIZE] for o in SLOT_OFFSETS]
     if not any(r.startswith(MAGIC) for r in raws):
         raise HeaderProblem("foreign", "no realmfs header")
-    slots = [_unpack_slot(r, mac) for r in raws]
+    slots = [unpack_slot(r, mac) for r in raws]
     valid = [s for s in slots if s is not None]
     if not valid:
         raise HeaderProblem("key", "neither header slot authenticates")

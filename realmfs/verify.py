@@ -163,16 +163,20 @@ def has_realmfs_header(first: bytes) -> bool:
     return any(first[o:o + len(MAGIC)] == MAGIC for o in SLOT_OFFSETS)
 
 
-def has_realm_iv_table(path: str) -> bool:
-    """The first page reads as Realm Core's IV table: some entry has a plausible counter
-    (see PLAUSIBLE_COUNTER) and it is not a plain Realm header."""
+def _iv_table_entries(path: str) -> list | None:
+    """The entries of the file's first page if it could be Realm Core's IV table (some entry
+    with a plausible counter, see PLAUSIBLE_COUNTER, and no plain Realm header), else None."""
     with open(path, "rb") as f:
         meta = f.read(PAGE_SIZE)
     if len(meta) < ENTRY_SIZE or looks_like_plain_realm(meta):
-        return False
-    meta = meta[:len(meta) - len(meta) % ENTRY_SIZE]
-    entries = [Entry.unpack(meta[i:i + ENTRY_SIZE]) for i in range(0, len(meta), ENTRY_SIZE)]
-    return any(0 < e.iv1 < PLAUSIBLE_COUNTER for e in entries)
+        return None
+    whole = len(meta) - len(meta) % ENTRY_SIZE
+    entries = [Entry.unpack(meta[i:i + ENTRY_SIZE]) for i in range(0, whole, ENTRY_SIZE)]
+    return entries if any(0 < e.iv1 < PLAUSIBLE_COUNTER for e in entries) else None
+
+
+def has_realm_iv_table(path: str) -> bool:
+    return _iv_table_entries(path) is not None
 
 
 def looks_like_realm_ciphertext(path: str) -> bool:
@@ -180,11 +184,11 @@ def looks_like_realm_ciphertext(path: str) -> bool:
     a valid body size, and a first IV table in which most written entries have plausible
     counters and every empty slot 2 is all zero. Random bytes pass with negligible odds."""
     size = os.path.getsize(path)
-    if size < 2 * PAGE_SIZE or not body_size_is_valid(size) or not has_realm_iv_table(path):
+    if size < 2 * PAGE_SIZE or not body_size_is_valid(size):
         return False
-    with open(path, "rb") as f:
-        meta = f.read(PAGE_SIZE)
-    entries = [Entry.unpack(meta[i:i + ENTRY_SIZE]) for i in range(0, PAGE_SIZE, ENTRY_SIZE)]
+    entries = _iv_table_entries(path)
+    if entries is None:
+        return False
     written = [e for e in entries if e.iv1]
     plausible = [e for e in written if _plausible(e.iv1) and _plausible(e.iv2)]
     slot2_consistent = all(e.iv2 or not any(e.mac2) for e in entries)
@@ -208,16 +212,17 @@ def detect_realm_layout(path: str) -> bool:
 
 # ---------------------------------------------------------------------- scanning
 def _single_slot_header(page: bytes, mac) -> fileheader.Header | None:
-    """The header from whichever single slot authenticates (a page with that slot twice)."""
+    """The header from whichever single slot authenticates."""
     for offset in SLOT_OFFSETS:
         slot = page[offset:offset + SLOT_SIZE]
-        candidate = bytearray(HEADER_SIZE)
-        for target in SLOT_OFFSETS:
-            candidate[target:target + SLOT_SIZE] = slot
+        if not slot.startswith(MAGIC):
+            continue
         try:
-            return fileheader.unpack_page(bytes(candidate), mac)
+            header = fileheader.unpack_slot(slot, mac)
         except HeaderProblem:
             continue
+        if header is not None:
+            return header
     return None
 
 
