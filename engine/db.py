@@ -25,7 +25,7 @@ from .layout import PAGE_SIZE, RootSlot
 from .lockfile import LockFile
 from .mmapfile import PagedFile, pwrite_all
 from .pagestore import NodeCache, PageView
-from .schema import describe, migrate, parse_schema, schema_from_json, schema_to_json
+from .schema import describe, encode_catalog, migrate, parse_schema, schema_from_json
 from .txn import ReadTxn, WriteTxn, publish_commit
 
 DURABILITY_MODES = ("full", "none")
@@ -63,8 +63,7 @@ def _validate_header(path: str, fd: int) -> RootSlot:
 
 def _create_file(path: str, classes: dict):
     """Write an empty database to a temp file and link it into place atomically."""
-    catalog = json.dumps({"schema": schema_to_json(classes).decode(), "tables": {}},
-                         sort_keys=True).encode()
+    catalog = encode_catalog(classes, {})
     pgnos = list(range(1, 1 + layout.chain_page_count(len(catalog))))
     slot = RootSlot(1, 1 + len(pgnos), pgnos[0], len(catalog), 0, 0)
     header = bytearray(layout.encode_header())

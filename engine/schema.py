@@ -110,6 +110,12 @@ def schema_to_json(classes: dict) -> bytes:
     return json.dumps(doc, sort_keys=True).encode()
 
 
+def encode_catalog(classes: dict, tables: dict) -> bytes:
+    """The catalog blob: the schema (as a JSON string) and each class's tree roots."""
+    return json.dumps({"schema": schema_to_json(classes).decode(), "tables": tables},
+                      sort_keys=True).encode()
+
+
 def schema_from_json(data: bytes) -> dict:
     doc = json.loads(data.decode())
     return {name: ClassSchema(name, [Property(*row) for row in c["properties"]], c["primary_key"])

@@ -12,7 +12,6 @@ inactive root slot, fsyncs, flips the selector byte and fsyncs again.  Abort
 just drops the in-memory nodes: the file is never touched before commit.
 """
 
-import json
 
 from .btree import write_blob
 from .errors import TransactionError
@@ -20,7 +19,7 @@ from .freelist import FreeList
 from .layout import (SELECTOR_OFFSET, SLOT_OFFSETS, RootSlot, chain_page_count, encode_chain,
                      encode_slot, read_selector)
 from .objects import TableState, ObjectAccess
-from .schema import schema_to_json
+from .schema import encode_catalog
 
 
 class _Txn(ObjectAccess):
@@ -184,8 +183,7 @@ class WriteTxn(_Txn):
                 tables[name] = table.flush(alloc, out, txnid)
         for pgno in self._view.chain_pages(meta.catalog_pgno):
             self.free_page(pgno)
-        catalog_blob = json.dumps({"schema": schema_to_json(self.classes).decode(),
-                                   "tables": tables}, sort_keys=True).encode()
+        catalog_blob = encode_catalog(self.classes, tables)
         catalog_ref = write_blob(catalog_blob, alloc, out, txnid)
         if meta.freelist_pgno:
             for pgno in self._view.chain_pages(meta.freelist_pgno):
