@@ -252,7 +252,9 @@ class EncryptedFile(Truncation):
         ahead = self._prefetched_to - start   # how far earlier advice reaches past start
         if SEQUENTIAL_PREFETCH // 2 <= ahead <= SEQUENTIAL_PREFETCH:
             return
-        begin = self._prefetched_to if 0 < ahead else start
+        # Advice reaching further than one window ahead was given for another part of the
+        # file (the reader jumped back): start afresh, or the length would go negative.
+        begin = self._prefetched_to if 0 < ahead < SEQUENTIAL_PREFETCH // 2 else start
         self._prefetched_to = start + SEQUENTIAL_PREFETCH
         os.posix_fadvise(self.fd, begin, self._prefetched_to - begin, os.POSIX_FADV_WILLNEED)
 
