@@ -12,23 +12,16 @@ say() { printf '\n== %s\n' "$*"; }
 fail() { printf '\nDEMO FAILED: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- install
-if ! command -v fusermount >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
-    [ "$(id -u)" = 0 ] || fail "run as root once (or install Debian's fuse, libfuse2 and python3-pip)"
-    say "installing fuse, libfuse2 and pip (apt-get)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse libfuse2 python3-pip >/dev/null
+. scripts/setup.sh          # APT_PACKAGES, need_apt_packages, make_venv, $VENV_PY
+if ! need_apt_packages || ! command -v fusermount >/dev/null 2>&1; then
+    fail "run as root once (apt packages: ${APT_PACKAGES[*]})"
 fi
 [ -e /dev/fuse ] || fail "/dev/fuse is missing (in a container: run with --device /dev/fuse --cap-add SYS_ADMIN)"
-say "installing realmfs and its Python dependencies (pip)"
-pip_install() { python3 -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v -i 'running pip as the .root' || true; }
-if ! python3 -c 'import cryptography, fuse, psutil' 2>/dev/null; then
-    pip_install -e . || true
-    # Debian 12 marks its Python "externally managed" (PEP 668)
-    python3 -c 'import cryptography, fuse, psutil' 2>/dev/null || pip_install --break-system-packages -e .
-fi
-python3 -c 'import cryptography, fuse, psutil' || fail "Python dependencies could not be installed"
+make_venv ""               # realmfs and its Python dependencies in .venv/, not the machine's Python
+PY=$REPO/$VENV_PY
+"$PY" -c 'import cryptography, fuse, psutil' || fail "Python dependencies could not be installed"
 
-realmfs() { PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" python3 -m realmfs "$@"; }
+realmfs() { PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m realmfs "$@"; }
 
 WORK=$(mktemp -d /tmp/realmfs-demo.XXXXXX)
 KEY=$WORK/demo.key
@@ -59,7 +52,7 @@ realmfs status
 
 # ---------------------------------------------------------------- workload
 say "workload: the engine (an mmap object database), SQLite (WAL) and a plain text file on the mount"
-PYTHONPATH="$REPO" python3 - "$MNT" "$MARKER" <<'PY'
+PYTHONPATH="$REPO" "$PY" - "$MNT" "$MARKER" <<'PY'
 import hashlib, os, sqlite3, sys
 mnt, marker = sys.argv[1], sys.argv[2]
 import engine
@@ -110,7 +103,7 @@ echo "OK: the marker is in none of the backing files"
 # ---------------------------------------------------------------- remount
 say "remounting and reading everything back"
 realmfs mount "$BACKING" "$MNT" --key-file "$KEY" --log-file "$WORK/daemon.log"
-PYTHONPATH="$REPO" python3 - "$MNT" "$MARKER" <<'PY'
+PYTHONPATH="$REPO" "$PY" - "$MNT" "$MARKER" <<'PY'
 import hashlib, os, sqlite3, sys
 mnt, marker = sys.argv[1], sys.argv[2]
 import engine

@@ -1,4 +1,8 @@
-"""Access to Realm Core's vectors in ../shared/vectors (or $REALMFS_VECTORS)."""
+"""Access to Realm Core's vectors: the data directory tests/vectors/ (or $REALMFS_VECTORS).
+
+The vectors are test data kept in the repository (tests/vectors/README.md says where they came from),
+so a fresh clone needs nothing beside it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-VECTOR_DIR = Path(os.environ.get("REALMFS_VECTORS", REPO.parent / "shared" / "vectors"))
+VECTOR_DIR = Path(os.environ.get("REALMFS_VECTORS") or REPO / "tests" / "vectors")
 
 
 def load_vectors() -> list[dict]:
