@@ -44,6 +44,7 @@ import time
 from dataclasses import dataclass
 
 from . import config as configmod
+from . import fusermount
 from .backinglock import BackingLock, is_locked, pid_alive, read_owner
 from .mounttable import FSNAME_PREFIX, MountEntry, find_mount, holders, is_mountpoint, realmfs_mounts
 from .errors import BackingLocked, BadPath, Busy, MountFailed, RealmfsError
@@ -288,14 +289,13 @@ def _unmount_self(mountpoint: str) -> None:
 
 
 def _fusermount(mountpoint: str, lazy: bool) -> int:
-    flags = "-uz" if lazy else "-u"
     try:
-        result = subprocess.run(["fusermount", flags, mountpoint], capture_output=True, text=True)
+        result = fusermount.unmount(mountpoint, lazy=lazy)
     except FileNotFoundError:
         result = subprocess.run(["umount"] + (["-l"] if lazy else []) + [mountpoint],
                                 capture_output=True, text=True)
     if result.returncode:
-        log.debug("fusermount %s %s: %s", flags, mountpoint, result.stderr.strip())
+        log.debug("unmount %s (lazy=%s): %s", mountpoint, lazy, result.stderr.strip())
     return result.returncode
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from realmfs import fusermount  # noqa: E402
 from realmfs.layout import ENTRIES_PER_BLOCK, ENTRY_SIZE, PAGE_SIZE  # noqa: E402
 from realmfs.transcode import fsync_dir  # noqa: E402
 from benchlib.targets import Gocryptfs, is_mounted  # noqa: E402
@@ -336,7 +337,7 @@ def run_workloads(config: dict) -> dict:
     except Exception as error:      # reported; the mount still comes down
         return {"error": f"{type(error).__name__}: {error}"}
     finally:
-        subprocess.run(["fusermount", "-u", mountpoint], capture_output=True)
+        fusermount.unmount(mountpoint)
 
 
 def run_daemon(config: dict) -> dict:
@@ -421,7 +422,7 @@ def main(argv=None) -> int:
             finally:
                 mountpoint = os.path.join(work, "mnt")
                 if is_mounted(mountpoint):
-                    subprocess.run(["fusermount", "-u", "-z", mountpoint], capture_output=True)
+                    fusermount.unmount(mountpoint, lazy=True)
             rows.append((label, result))
             print(f"  {label}: {_describe(result)}", flush=True)
         peer_base = os.path.join(base, "peer")

@@ -12,8 +12,8 @@ say() { printf '\n== %s\n' "$*"; }
 fail() { printf '\nDEMO FAILED: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- install
-. scripts/setup.sh          # APT_PACKAGES, need_apt_packages, make_venv, $VENV_PY
-if ! need_apt_packages || ! command -v fusermount >/dev/null 2>&1; then
+. scripts/setup.sh          # APT_PACKAGES, need_apt_packages, have_fusermount, make_venv, $VENV_PY
+if ! need_apt_packages || ! have_fusermount; then
     fail "run as root once (apt packages: ${APT_PACKAGES[*]})"
 fi
 [ -e /dev/fuse ] || fail "/dev/fuse is missing (in a container: run with --device /dev/fuse --cap-add SYS_ADMIN)"
@@ -31,7 +31,7 @@ MARKER="REALMFS-DEMO-PLAINTEXT-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
 cleanup() {
     status=$?
     if grep -q " $MNT fuse.realmfs " /proc/mounts 2>/dev/null; then
-        realmfs unmount "$MNT" >/dev/null 2>&1 || realmfs unmount --lazy "$MNT" >/dev/null 2>&1 || fusermount -uz "$MNT" || true
+        realmfs unmount "$MNT" >/dev/null 2>&1 || realmfs unmount --lazy "$MNT" >/dev/null 2>&1 || PYTHONPATH="$REPO" "$PY" -m realmfs.fusermount -uz "$MNT" || true
     fi
     if [ "$KEEP" = "--keep" ] || [ "$status" != 0 ]; then
         echo "(work directory kept: $WORK; daemon log: $WORK/daemon.log)"

@@ -6,10 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-. scripts/setup.sh          # APT_PACKAGES, need_apt_packages, make_venv, $VENV_PY
+. scripts/setup.sh          # APT_PACKAGES, need_apt_packages, have_fusermount, make_venv, $VENV_PY
 need_apt_packages
-if ! command -v fusermount >/dev/null 2>&1; then
-    echo "fusermount not found: run this script as root once to install ${APT_PACKAGES[*]} (apt)" >&2
+if ! have_fusermount; then
+    echo "fusermount3/fusermount not found: run this script as root once to install ${APT_PACKAGES[*]} (apt)" >&2
     exit 1
 fi
 make_venv test,bench

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
+
+from realmfs import fusermount
 
 
 def fuse_problem() -> str | None:
-    """None when /dev/fuse and fusermount are there, else what is missing."""
+    """None when /dev/fuse and fusermount(3) are there, else what is missing."""
     if not os.path.exists("/dev/fuse"):
         return "/dev/fuse is missing"
-    if shutil.which("fusermount") is None:
-        return "fusermount is missing (apt-get install fuse libfuse2)"
+    if fusermount.command() is None:
+        return f"fusermount3/fusermount is missing ({fusermount.INSTALL_HINT})"
     return None

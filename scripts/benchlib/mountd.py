@@ -27,6 +27,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 
+from realmfs import fusermount  # noqa: E402
 from targets import is_mounted  # noqa: E402  (this script runs from benchlib/)
 
 
@@ -75,7 +76,7 @@ def serve_loopback(backing: str, mountpoint: str) -> None:
             time.sleep(0.02)
         print(f"ready {os.getpid()}", flush=True)
         sys.stdin.buffer.read()
-        subprocess.run(["fusermount", "-u", mountpoint], capture_output=True)
+        fusermount.unmount(mountpoint)
 
     threading.Thread(target=announce_then_wait, daemon=True).start()
     FUSE(_loopback_class()(backing), mountpoint, foreground=True, **options)  # returns once unmounted

@@ -9,7 +9,7 @@ Invariants:
   until its stdin closes (realmfs.api starts its detached daemon and reports the
   pid). Daemons are stopped by unmounting, then our own children by pid; never by name;
 * ``stop`` is safe to call twice and after a failed ``start``: it leaves no
-  mount behind (``fusermount -u``, lazily as a last resort);
+  mount behind (``fusermount -u`` through realmfs.fusermount, lazily as a last resort);
 * ``backing_dirs`` lists every directory whose files hold the target's data, so
   a cold read can evict them too (peer file names are encrypted: evict them all).
 """
@@ -23,6 +23,8 @@ import shutil
 import subprocess
 import sys
 import time
+
+from realmfs import fusermount  # every caller puts the repository on sys.path first
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEER_PASSWORD = "bench-pw"
@@ -53,6 +55,8 @@ class Target:
     def unavailable(self) -> str | None:
         """Why this target cannot run here, or None."""
         missing = [exe for exe in self.needs if shutil.which(exe) is None]
+        if self.needs and fusermount.command() is None:     # the peers: unmounted by fusermount
+            missing.append("fusermount3/fusermount")
         return f"not installed: {', '.join(missing)}" if missing else None
 
     @property
@@ -102,10 +106,10 @@ class Target:
         for attempt in range(20):
             if not is_mounted(self.dir):
                 break
-            subprocess.run(["fusermount", "-u", self.dir], capture_output=True)
+            fusermount.unmount(self.dir)
             time.sleep(0.1 * (attempt + 1) if is_mounted(self.dir) else 0)
         if is_mounted(self.dir):
-            subprocess.run(["fusermount", "-u", "-z", self.dir], capture_output=True)
+            fusermount.unmount(self.dir, lazy=True)
         try:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -150,7 +154,7 @@ class _Peer(Target):
 
 class Gocryptfs(_Peer):
     name = "gocryptfs"
-    needs = ("gocryptfs", "fusermount")
+    needs = ("gocryptfs",)
     store_name = "gocryptfs-cipher"
     _extpass = ["-extpass", f"echo {PEER_PASSWORD}"]
 
@@ -163,7 +167,7 @@ class Gocryptfs(_Peer):
 
 class Securefs(_Peer):
     name = "securefs"
-    needs = ("securefs", "fusermount")
+    needs = ("securefs",)
     store_name = "securefs-data"
 
     def create_argv(self) -> list[str]:

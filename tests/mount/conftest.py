@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from realmfs import api, config
+from realmfs import api, config, fusermount
 from realmfs import mount as mountmod
 from realmfs.backinglock import pid_alive, read_owner
 from realmfs.keys import Key
@@ -66,8 +66,8 @@ def _kill(pid: int) -> None:
 def force_unmount(mountpoint: str, pid: int | None = None) -> None:
     """Unmount by any means; kill the daemon ``pid`` (one we started) if it lingers."""
     if mountmod.find_mount(mountpoint) is not None:
-        if subprocess.run(["fusermount", "-u", mountpoint], capture_output=True).returncode:
-            subprocess.run(["fusermount", "-uz", mountpoint], capture_output=True)
+        if fusermount.unmount(mountpoint).returncode:
+            fusermount.unmount(mountpoint, lazy=True)
     if pid and pid in STARTED_PIDS:
         deadline = time.monotonic() + 10
         while pid_alive(pid) and time.monotonic() < deadline:

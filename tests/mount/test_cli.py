@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from realmfs import fusermount
 from realmfs import mount as mountmod
 from realmfs.backinglock import pid_alive, read_owner
 from realmfs.errors import ExitCode
@@ -185,7 +186,7 @@ def test_fusermount_by_hand_seals(env):
     pid = env.current.pid
     data = os.urandom(50_000)
     spit(env.m("f.bin"), data)
-    assert subprocess.run(["fusermount", "-u", env.mountpoint]).returncode == 0
+    assert fusermount.unmount(env.mountpoint).returncode == 0
     assert _wait_gone(pid)
     env.forget_mount()
     assert not os.path.exists(env.b(".realmfs.lock"))      # clean exit releases the lock

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from realmfs import fusermount
 from realmfs.layout import HEADER_BASE, PAGE_SIZE, page_offset
 
 from .conftest import kill_daemon, slurp, spit
@@ -62,7 +63,7 @@ def test_kill_9_daemon_during_write_loop(mnt, after):
         writer.stdout.close()
     dead_pid = mnt.current.pid
     mnt.forget_mount()
-    subprocess.run(["fusermount", "-u", mnt.mountpoint], check=True)
+    fusermount.unmount(mnt.mountpoint, check=True)
     mnt.mount()                          # the stale lock is taken over
     generations = set()
     for name in ("loop.bin", "loop.realm"):
@@ -137,7 +138,7 @@ def test_unlinked_open_file_left_by_a_killed_daemon_is_swept(mnt):
         except OSError as error:             # the daemon is gone: the close cannot be sent
             assert error.errno in (errno.ECONNABORTED, errno.ENOTCONN), error
     mnt.forget_mount()
-    subprocess.run(["fusermount", "-u", mnt.mountpoint], check=True)
+    fusermount.unmount(mnt.mountpoint, check=True)
     mnt.mount()
     assert not [n for n in os.listdir(mnt.backing) if n.startswith(".fuse_hidden")]
     assert slurp(mnt.m("keep")) == b"keep"

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import time
 
 import pytest
 
-from realmfs import api, offline
+from realmfs import api, fusermount, offline
 from realmfs.backinglock import pid_alive
 from realmfs.keys import Key
 from tests.fusecheck import fuse_problem
@@ -34,8 +33,8 @@ def mount_guard():
     for handle in mounts:
         if not getattr(handle, "active", False):
             continue
-        if subprocess.run(["fusermount", "-u", handle.mountpoint], capture_output=True).returncode:
-            subprocess.run(["fusermount", "-uz", handle.mountpoint], capture_output=True)
+        if fusermount.unmount(handle.mountpoint).returncode:
+            fusermount.unmount(handle.mountpoint, lazy=True)
         deadline = time.monotonic() + 10
         while pid_alive(handle.pid) and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -107,7 +106,7 @@ def test_init_with_passphrase_then_mount_with_it(tmp_path, run):
             f.write(b"hello")
     finally:
         if run("unmount", tmp_path / "mnt").code != 0 and mountmod.find_mount(str(tmp_path / "mnt")):
-            subprocess.run(["fusermount", "-uz", str(tmp_path / "mnt")], capture_output=True)
+            fusermount.unmount(str(tmp_path / "mnt"), lazy=True)
     out = run("decrypt", tmp_path / "backing", tmp_path / "plain", "--passphrase-file", tmp_path / "pw")
     assert out.code == 0, out
     assert (tmp_path / "plain" / "x.realm").read_bytes() == b"r" * 8192
