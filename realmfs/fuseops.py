@@ -1,7 +1,8 @@
-"""The FUSE operations: map mount paths to backing paths and delegate.
+"""The FUSE operations: map mount paths to backing entries and delegate.
 
-Metadata goes to ``os.*`` on the backing path; file data goes to the shared
-EncryptedFile of the open-file table. ``__call__`` (fusepy's dispatcher) is the
+Metadata goes to the ``*at`` form of ``os.*`` on (directory fd, name) under BACKING's
+fd (backingdir.py: no PATH_MAX limit below the mountpoint, no symlink followed); file
+data goes to the shared EncryptedFile of the open-file table. ``__call__`` (fusepy's dispatcher) is the
 one place exceptions become errno:
 
 * RealmfsError -> its ``errno``; IntegrityError -> EIO plus one log line naming
@@ -43,6 +44,7 @@ from collections import OrderedDict
 from fuse import FuseOSError, Operations, fuse_get_context
 
 from . import fileheader, transcode
+from .backingdir import BackingDir, open_quietly, proc_path, set_times
 from .config import FUSE_HIDDEN_PREFIX, RENAME_TEMP_PREFIX
 from .errors import IntegrityError, RealmfsError
 from .fileheader import HeaderProblem
@@ -54,9 +56,6 @@ log = logging.getLogger(__name__)
 
 SIZE_CACHE_ENTRIES = 4096
 HIDDEN_PREFIX = FUSE_HIDDEN_PREFIX     # libfuse's name for unlinked files that are still open
-# utimensat's special tv_nsec values with tv_sec 0, as fusepy's use_ns turns them into ns
-_UTIME_NOW, _UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
-_UTIME_SPECIAL = (_UTIME_NOW, _UTIME_OMIT)
 
 
 def stat_dict(st: os.stat_result, size: int | None = None) -> dict:
@@ -86,6 +85,7 @@ class RealmfsOps(Operations):
     def __init__(self, backing: str, cipher: PageCipher, is_realm_file, reserved_names,
                  read_only: bool = False):
         self.backing = os.path.realpath(backing)
+        self.root = BackingDir(self.backing)     # every path is resolved under this fd
         self.cipher = cipher
         self.is_realm_file = is_realm_file
         self.reserved = frozenset(reserved_names)
@@ -94,7 +94,7 @@ class RealmfsOps(Operations):
         self._sizes: OrderedDict[tuple, int] = OrderedDict()
         self._sizes_lock = threading.Lock()
         self.destroyed = False
-        self._dirs: dict[int, str] = {}     # opendir handle -> path (readdir gets no path)
+        self._dirs: dict[int, tuple[str, int]] = {}   # opendir handle -> (path, fd): readdir gets no path
         self._dir_numbers = iter(range(1, 1 << 62))
 
     # ------------------------------------------------------------------ the one errno decision
@@ -119,16 +119,17 @@ class RealmfsOps(Operations):
             raise FuseOSError(errno.EIO) from None
 
     # ------------------------------------------------------------------ paths
-    def _real(self, path: str) -> str:
+    def _at(self, path: str):
+        """(directory fd, name) of an existing entry: a context (backingdir.py)."""
         if self._is_reserved(path):
             raise FuseOSError(errno.ENOENT)
-        return self.backing + path if path != "/" else self.backing
+        return self.root.parent(path)
 
-    def _real_new(self, path: str) -> str:
-        """Backing path for something about to be created: reserved names are refused."""
+    def _at_new(self, path: str):
+        """(directory fd, name) for something about to be created: reserved names are refused."""
         if self._is_reserved(path):
             raise FuseOSError(errno.EPERM)
-        return self.backing + path
+        return self.root.parent(path)
 
     def _is_reserved(self, path: str) -> bool:
         """The config and lock at the top, a rename's temporaries anywhere."""
@@ -142,11 +143,11 @@ class RealmfsOps(Operations):
         """Remove what a crashed daemon left: .fuse_hidden* files (unlinked files nobody can
         reach) and the temporaries of an unfinished rename across layouts."""
         removed = 0
-        for root, _dirs, files in os.walk(self.backing):
+        for root, _dirs, files, dir_fd in os.fwalk(".", dir_fd=self.root.fd):
             for name in files:
                 if name.startswith(HIDDEN_PREFIX) or transcode.is_rename_temp(name):
                     try:
-                        os.unlink(os.path.join(root, name))
+                        os.unlink(name, dir_fd=dir_fd)
                         removed += 1
                     except OSError as error:
                         log.warning("could not remove %s: %s", os.path.join(root, name), error)
@@ -154,13 +155,13 @@ class RealmfsOps(Operations):
             log.warning("removed %d unlinked-but-open file(s) left by an unclean unmount", removed)
         return removed
 
-    def _owner(self, real: str) -> None:
+    def _owner(self, dir_fd: int, name: str) -> None:
         """Give a new node to the calling user when the daemon runs as root."""
         if os.geteuid() != 0:
             return
         uid, gid, _pid = fuse_get_context()
         if uid or gid:
-            os.lchown(real, uid, gid)
+            os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
 
     # ------------------------------------------------------------------ attributes
     def _handle(self, fh):
@@ -171,13 +172,13 @@ class RealmfsOps(Operations):
             handle = self._handle(fh)
             st = os.fstat(handle.open_file.fd)
             return stat_dict(st, handle.file.size)
-        real = self._real(path)
-        st = os.lstat(real)
-        if not stat.S_ISREG(st.st_mode):
-            return stat_dict(st)
-        return stat_dict(st, self._logical_size(real, path, st))
+        with self._at(path) as (dir_fd, name):
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode):
+                return stat_dict(st)
+            return stat_dict(st, self._logical_size(dir_fd, name, path, st))
 
-    def _logical_size(self, real: str, path: str, st: os.stat_result) -> int:
+    def _logical_size(self, dir_fd: int, name: str, path: str, st: os.stat_result) -> int:
         entry = self.files.lookup_inode(st.st_dev, st.st_ino)
         if entry is not None:
             return entry.file.size
@@ -189,8 +190,11 @@ class RealmfsOps(Operations):
             cached = self._sizes.get((st.st_dev, st.st_ino))
         if cached is not None and cached[0] == (st.st_mtime_ns, st.st_ctime_ns, st.st_size):
             return cached[1]
-        with open(real, "rb", buffering=0) as f:
-            page = f.read(HEADER_SIZE)
+        fd = open_quietly(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd)
+        try:
+            page = os.pread(fd, HEADER_SIZE, 0)
+        finally:
+            os.close(fd)
         try:
             size = fileheader.unpack_page(page, self.cipher.mac_message).size
         except HeaderProblem as problem:
@@ -226,78 +230,84 @@ class RealmfsOps(Operations):
         self.files.release(number)
 
     def opendir(self, path):
-        os.stat(self._real(path))
+        if self._is_reserved(path):
+            raise FuseOSError(errno.ENOENT)
+        fd = self.root.open_dir(path)
         number = next(self._dir_numbers)
-        self._dirs[number] = path
+        self._dirs[number] = (path, fd)
         return number
 
     def releasedir(self, path, fh):
-        self._dirs.pop(fh, None)
+        entry = self._dirs.pop(fh, None)
+        if entry is not None:
+            os.close(entry[1])
         return 0
 
-    def readdir(self, path, fh):
-        path = self._dirs.get(fh, path)
-        if path is None:
+    def _dir(self, fh) -> tuple[str, int]:
+        entry = self._dirs.get(fh)
+        if entry is None:
             raise FuseOSError(errno.EBADF)
-        real = self._real(path)
+        return entry
+
+    def readdir(self, path, fh):
+        path, fd = self._dir(fh)
         names = [".", ".."]
-        with os.scandir(real) as entries:
-            for entry in entries:
-                if ((path == "/" and entry.name in self.reserved)
-                        or entry.name.startswith((HIDDEN_PREFIX, RENAME_TEMP_PREFIX))):
-                    continue
-                names.append(entry.name)
+        for name in os.listdir(fd):
+            if ((path == "/" and name in self.reserved)
+                    or name.startswith((HIDDEN_PREFIX, RENAME_TEMP_PREFIX))):
+                continue
+            names.append(name)
         return names
 
     def statfs(self, path):
-        sv = os.statvfs(self.backing)
+        sv = os.statvfs(self.root.fd)
         return {key: getattr(sv, key) for key in (
             "f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail", "f_ffree",
             "f_files", "f_flag", "f_frsize", "f_namemax")}
 
     def access(self, path, amode):
-        self._real(path)     # hidden names do not exist; permission checks: default_permissions
+        if self._is_reserved(path):      # hidden names do not exist; permission checks: default_permissions
+            raise FuseOSError(errno.ENOENT)
         return 0
 
     def chmod(self, path, mode):
-        os.chmod(self._real(path), stat.S_IMODE(mode))
+        with self._at(path) as (dir_fd, name):
+            try:
+                os.chmod(name, stat.S_IMODE(mode), dir_fd=dir_fd, follow_symlinks=False)
+            except ValueError:       # CPython's answer for a symlink: Linux has no lchmod
+                raise FuseOSError(errno.EOPNOTSUPP) from None
 
     def chown(self, path, uid, gid):
-        os.lchown(self._real(path), uid, gid)
+        with self._at(path) as (dir_fd, name):
+            os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
 
     def utimens(self, path, times=None):
-        real = self._real(path)
-        if times is None:
-            os.utime(real, follow_symlinks=False)
-            return
-        atime, mtime = times
-        if atime in _UTIME_SPECIAL or mtime in _UTIME_SPECIAL:
-            st = os.lstat(real)
-            now = time.time_ns()
-            atime = st.st_atime_ns if atime == _UTIME_OMIT else now if atime == _UTIME_NOW else atime
-            mtime = st.st_mtime_ns if mtime == _UTIME_OMIT else now if mtime == _UTIME_NOW else mtime
-        os.utime(real, ns=(atime, mtime), follow_symlinks=False)
+        with self._at(path) as (dir_fd, name):
+            set_times(dir_fd, name, *(times or (None, None)))
 
     def readlink(self, path):
-        return os.readlink(self._real(path))
+        with self._at(path) as (dir_fd, name):
+            return os.readlink(name, dir_fd=dir_fd)
 
     # ------------------------------------------------------------------ namespace
     def mkdir(self, path, mode):
-        real = self._real_new(path)
-        os.mkdir(real, mode)
-        self._owner(real)
+        with self._at_new(path) as (dir_fd, name):
+            os.mkdir(name, mode, dir_fd=dir_fd)
+            self._owner(dir_fd, name)
 
     def rmdir(self, path):
-        os.rmdir(self._real(path))
+        with self._at(path) as (dir_fd, name):
+            os.rmdir(name, dir_fd=dir_fd)
 
     def unlink(self, path):
-        os.unlink(self._real(path))
+        with self._at(path) as (dir_fd, name):
+            os.unlink(name, dir_fd=dir_fd)
 
     def symlink(self, target, source):
         # fusepy: ``target`` is the new link's path, ``source`` its contents
-        real = self._real_new(target)
-        os.symlink(source, real)
-        self._owner(real)
+        with self._at_new(target) as (dir_fd, name):
+            os.symlink(source, name, dir_fd=dir_fd)
+            self._owner(dir_fd, name)
 
     def _crosses_layouts(self, old: str, new: str) -> bool:
         # libfuse hides an unlinked open file as .fuse_hidden*: a plain rename, the open
@@ -305,13 +315,15 @@ class RealmfsOps(Operations):
         return self._realm(old) != self._realm(new) and not os.path.basename(new).startswith(HIDDEN_PREFIX)
 
     def rename(self, old, new):
-        real_old, real_new = self._real(old), self._real_new(new)
-        if self._crosses_layouts(old, new):
-            st = os.lstat(real_old)
-            if stat.S_ISREG(st.st_mode):     # directories and specials hold no pages
-                self._rename_converting(old, new, real_old, real_new, st)
-                return
-        os.rename(real_old, real_new)
+        with self._at(old) as (old_fd, old_name), self._at_new(new) as (new_fd, new_name):
+            if self._crosses_layouts(old, new):
+                st = os.stat(old_name, dir_fd=old_fd, follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode):     # directories and specials hold no pages
+                    # transcode.py takes paths: short ones through /proc, whatever the depth
+                    self._rename_converting(old, new, proc_path(old_fd, old_name),
+                                            proc_path(new_fd, new_name), st)
+                    return
+            os.rename(old_name, new_name, src_dir_fd=old_fd, dst_dir_fd=new_fd)
 
     def _rename_converting(self, old: str, new: str, real_old: str, real_new: str,
                            st: os.stat_result) -> None:
@@ -346,43 +358,46 @@ class RealmfsOps(Operations):
         # high-level API gives each name its own kernel inode (and page cache), so opens
         # of a file with several links drop the cached pages (see _keep_cache): names
         # are then coherent from close to open, as on NFS.
-        real_source, real_target = self._real(source), self._real_new(target)
-        if self._crosses_layouts(source, target) and stat.S_ISREG(os.lstat(real_source).st_mode):
-            raise FuseOSError(errno.EXDEV)     # one file, two names: it cannot have two layouts
-        os.link(real_source, real_target, follow_symlinks=False)
+        with self._at(source) as (src_fd, src_name), self._at_new(target) as (dst_fd, dst_name):
+            if (self._crosses_layouts(source, target)
+                    and stat.S_ISREG(os.stat(src_name, dir_fd=src_fd, follow_symlinks=False).st_mode)):
+                raise FuseOSError(errno.EXDEV)     # one file, two names: it cannot have two layouts
+            os.link(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
 
     def mknod(self, path, mode, dev):
-        real = self._real_new(path)
-        if stat.S_ISREG(mode):
-            # a regular file made by mknod still needs its header: create it through the table
-            number = self.files.open(real, path, self._realm(path), os.O_EXCL, stat.S_IMODE(mode))
-            self._release(number)
-        else:
-            os.mknod(real, mode, dev)
-        self._owner(real)
+        with self._at_new(path) as (dir_fd, name):
+            if stat.S_ISREG(mode):
+                # a regular file made by mknod still needs its header: create it through the table
+                number = self.files.open(name, path, self._realm(path), os.O_EXCL, stat.S_IMODE(mode),
+                                         dir_fd=dir_fd)
+                self._release(number)
+            else:
+                os.mknod(name, mode, dev, dir_fd=dir_fd)
+            self._owner(dir_fd, name)
 
     # ------------------------------------------------------------------ file data
     def create(self, path, mode, fi):
-        real = self._real_new(path)
-        number = self.files.open(real, path, self._realm(path), fi.flags, stat.S_IMODE(mode))
-        try:
-            self._owner(real)
-            file = self.files.get(number).file
-            if fi.flags & os.O_TRUNC and file.size:
-                file.truncate(0)
-        except BaseException:
-            self._release(number)
-            raise
+        with self._at_new(path) as (dir_fd, name):
+            number = self.files.open(name, path, self._realm(path), fi.flags, stat.S_IMODE(mode),
+                                     dir_fd=dir_fd)
+            try:
+                self._owner(dir_fd, name)
+                file = self.files.get(number).file
+                if fi.flags & os.O_TRUNC and file.size:
+                    file.truncate(0)
+            except BaseException:
+                self._release(number)
+                raise
         fi.fh = number
         fi.keep_cache = 1
         return 0
 
     def open(self, path, fi):
-        real = self._real(path)
         accmode = fi.flags & os.O_ACCMODE
         if self.read_only and (accmode != os.O_RDONLY or fi.flags & os.O_TRUNC):
             raise FuseOSError(errno.EROFS)
-        number = self.files.open(real, path, self._realm(path), fi.flags)
+        with self._at(path) as (dir_fd, name):
+            number = self.files.open(name, path, self._realm(path), fi.flags, dir_fd=dir_fd)
         handle = self.files.get(number)
         try:
             if fi.flags & os.O_TRUNC and accmode != os.O_RDONLY:
@@ -410,13 +425,13 @@ class RealmfsOps(Operations):
         if fh:
             self._handle(fh).file.truncate(length)
             return 0
-        real = self._real(path)
-        st = os.lstat(real)
-        entry = self.files.lookup_inode(st.st_dev, st.st_ino)
-        if entry is not None:
-            entry.file.truncate(length)
-            return 0
-        number = self.files.open(real, path, self._realm(path), os.O_WRONLY)
+        with self._at(path) as (dir_fd, name):
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            entry = self.files.lookup_inode(st.st_dev, st.st_ino)
+            if entry is not None:
+                entry.file.truncate(length)
+                return 0
+            number = self.files.open(name, path, self._realm(path), os.O_WRONLY, dir_fd=dir_fd)
         try:
             self.files.get(number).file.truncate(length)
         finally:
@@ -435,10 +450,7 @@ class RealmfsOps(Operations):
         return 0
 
     def fsyncdir(self, path, datasync, fh):
-        path = self._dirs.get(fh, path)
-        if path is None:
-            raise FuseOSError(errno.EBADF)
-        transcode.fsync_dir(self._real(path))
+        os.fsync(self._dir(fh)[1])
         return 0
 
     # ------------------------------------------------------------------ lifecycle

@@ -82,21 +82,22 @@ class OpenFiles:
             self._released.notify_all()
 
     def open(self, backing_path: str, name: str, realm_layout: bool, flags: int,
-             create_mode: int | None = None) -> int:
-        """Open (or create, when ``create_mode`` is given) and return a new handle number."""
+             create_mode: int | None = None, dir_fd: int | None = None) -> int:
+        """Open (or create, when ``create_mode`` is given) and return a new handle number;
+        ``backing_path`` is relative to ``dir_fd`` when that is given."""
         while True:
-            number = self._open_once(backing_path, name, realm_layout, flags, create_mode)
+            number = self._open_once(backing_path, name, realm_layout, flags, create_mode, dir_fd)
             if number is not None:
                 return number
 
-    def _open_once(self, backing_path, name, realm_layout, flags, create_mode) -> int | None:
+    def _open_once(self, backing_path, name, realm_layout, flags, create_mode, dir_fd) -> int | None:
         """One attempt; None if the inode was held closed (the caller opens the path again)."""
         osflags = (os.O_RDONLY if self.read_only else os.O_RDWR) | os.O_CLOEXEC | os.O_NOFOLLOW
         if create_mode is not None:
             osflags |= os.O_CREAT | (flags & os.O_EXCL)
-            fd = os.open(backing_path, osflags, create_mode)
+            fd = os.open(backing_path, osflags, create_mode, dir_fd=dir_fd)
         else:
-            fd = os.open(backing_path, osflags)
+            fd = os.open(backing_path, osflags, dir_fd=dir_fd)
         try:
             st = os.fstat(fd)
             key = (st.st_dev, st.st_ino)

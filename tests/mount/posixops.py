@@ -1,0 +1,143 @@
+"""POSIX metadata scenarios, run the same way on the mount and on a plain directory.
+
+Each scenario is a function ``(root) -> dict`` of what it observed (stat fields,
+errnos, names); a test runs it on the mount and on a plain directory of this machine's
+disk (the oracle: ext4 here), as root or as an unprivileged user, and compares the two.
+They run in a process of their own, started in ``root`` (``python -m tests.mount.posixops
+SCENARIO ROOT`` prints the JSON), so a scenario may chdir and work with paths relative
+to the current directory: the only way to hand the kernel a path of PATH_MAX - 1 bytes
+below the mountpoint, or to work below a directory whose path is longer than PATH_MAX.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
+def observe(path: str, dir_fd: int | None = None) -> list:
+    """What must agree between the mount and ext4 (not inode numbers, blocks or times)."""
+    st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+    size = st.st_size if not stat.S_ISDIR(st.st_mode) else None   # a directory's size is the fs's own
+    return [stat.filemode(st.st_mode), oct(st.st_mode), st.st_nlink, st.st_uid, st.st_gid, size]
+
+
+class Recorder:
+    """Runs steps, keeping each result or errno under a name."""
+
+    def __init__(self):
+        self.seen: dict[str, object] = {}
+
+    def __call__(self, key: str, fn, *args, **kwargs):
+        try:
+            result = fn(*args, **kwargs)
+        except OSError as error:
+            result = ["errno", errno_name(error.errno)]
+        self.seen[key] = result
+        return result
+
+
+def errno_name(number: int) -> str:
+    import errno
+    return errno.errorcode.get(number, str(number))
+
+
+def write_file(path: str, data: bytes, mode: int = 0o644) -> int:
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, mode)
+    try:
+        return os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def read_file(path: str) -> str:
+    with open(path, "rb") as f:
+        return f.read().hex()[:64] + f":{f.tell()}"
+
+
+def listing(path: str) -> list:
+    return sorted(os.listdir(path))
+
+
+# ------------------------------------------------------------------ long paths (issue 10 item 4)
+def long_paths(root: str) -> dict:
+    """Every namespace and attribute call on names of NAME_MAX and on paths of PATH_MAX - 1
+    bytes below ``root`` (the cwd), then below a directory deeper than PATH_MAX."""
+    rec = Recorder()
+    rec("name_max", write_file, "n" * NAME_MAX, b"top")
+    rec("name_max+1", write_file, "n" * (NAME_MAX + 1), b"top")
+    rec("name_max_stat", observe, "n" * NAME_MAX)
+    # directories of NAME_MAX-byte names down to where one more name of NAME_MAX bytes
+    # makes a relative path of exactly PATH_MAX - 1 bytes
+    dirs = ""
+    level = 0
+    while len(dirs) + (NAME_MAX + 1) + NAME_MAX <= PATH_MAX - 1:
+        dirs += f"{level:02d}".ljust(NAME_MAX, "d") + "/"
+        rec(f"mkdir{level}", os.mkdir, dirs, 0o755)
+        level += 1
+
+    def at(letter: str) -> str:
+        path = dirs + letter * NAME_MAX
+        assert len(path) == PATH_MAX - 1
+        return path
+
+    f, g, h, s, p, n, d = (at(c) for c in "fghspnd")
+    rec("create", write_file, f, b"x" * 5000, 0o640)
+    rec("stat", observe, f)
+    rec("read", read_file, f)
+    rec("chmod", os.chmod, f, 0o600)
+    rec("chown", os.chown, f, os.getuid(), os.getgid())
+    rec("truncate", os.truncate, f, 100)
+    rec("utime", os.utime, f, ns=(1_000_000_123, 2_000_000_456))
+    rec("times", lambda: [os.stat(f).st_atime_ns, os.stat(f).st_mtime_ns])
+    rec("after_attrs", observe, f)
+    rec("link", os.link, f, g)
+    rec("link_seen", observe, g)        # the other name: hard-link coherence is its own test
+    rec("rename", os.rename, g, h)
+    rec("rename_seen", lambda: [observe(h), os.path.exists(g)])
+    rec("symlink", os.symlink, "target", s)
+    rec("readlink", os.readlink, s)
+    rec("symlink_stat", observe, s)
+    rec("mkfifo", os.mkfifo, p, 0o620)
+    rec("mknod", os.mknod, n, 0o600 | stat.S_IFIFO)
+    rec("special_stat", lambda: [observe(p), observe(n)])
+    rec("mkdir_leaf", os.mkdir, d, 0o700)
+    rec("readdir", listing, dirs)
+    rec("rmdir", os.rmdir, d)
+    rec("unlink", lambda: [os.unlink(x) for x in (h, s, p, n)])
+    rec("readdir_after", listing, dirs)
+    rec("too_long", write_file, dirs + "x" * (PATH_MAX - len(dirs)), b"")
+
+    # below a directory whose own path is longer than PATH_MAX: every call relative to it
+    os.chdir(dirs)
+    for i in range(3):
+        name = f"deep{i}".ljust(NAME_MAX, "e")
+        rec(f"deep_mkdir{i}", os.mkdir, name)
+        os.chdir(name)
+    rec("deep_create", write_file, "file", b"deep")
+    rec("deep_rename", os.rename, "file", "moved")
+    rec("deep_link", os.link, "moved", "second")
+    rec("deep_stat", lambda: [observe("moved"), observe("second"), read_file("second")])
+    rec("deep_readdir", listing, ".")
+    rec("deep_unlink", lambda: [os.unlink("moved"), os.unlink("second")])
+    return rec.seen
+
+
+SCENARIOS = {"long_paths": long_paths}
+
+
+def main(argv: list[str]) -> int:
+    scenario, root = argv
+    os.chdir(root)
+    os.umask(0o022)
+    print(json.dumps(SCENARIOS[scenario](root)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
