@@ -1,12 +1,14 @@
 """Command line: python -m engine {info,verify,dump,compact} ...
 
 Errors print one line on stderr and exit 1 (a traceback only with --debug);
-verify exits 1 when it finds problems.
+verify exits 1 when it finds problems. A closed pipe (``dump ... | head``) ends the
+output silently.
 """
 
 import argparse
 import datetime
 import json
+import os
 import sys
 
 from . import open as open_db
@@ -60,12 +62,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return _run(args)
+    except BrokenPipeError:
+        # the reader went away (`python -m engine dump ... | head`): not an error to report;
+        # point stdout at /dev/null so that the flush at exit cannot complain either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (EngineError, OSError) as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:
         return 1
 
 

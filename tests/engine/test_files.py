@@ -187,6 +187,19 @@ def test_cli(db_dir):
     assert result.returncode == 1 and "problem" in result.stdout
 
 
+def test_cli_dump_into_a_closed_pipe_prints_no_error(db_dir):
+    """`python -m engine dump ... | head`: the reader goes away, no error message."""
+    path = make_db(str(db_dir / "pipe.db"), commits=1, per_commit=3000)
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "dump", path, "Item"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=subprocess_env())
+    assert proc.stdout.readline().startswith(b"{")
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    proc.stderr.close()
+    assert err == b"", err
+
+
 def test_previous_commit_stays_intact_while_the_next_is_written(db_dir, monkeypatch):
     """The non-selected root slot's tree is never overwritten by the commit in
     progress, so falling back to it (damaged selected slot) is always safe."""
