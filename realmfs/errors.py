@@ -30,6 +30,30 @@ class ExitCode:
     WRONG_PASSPHRASE = 14    # no key slot opens with this passphrase / recovery key
     NOT_RECOGNIZED = 15      # neither a plain file realmfs wrote nor a Realm/realmfs ciphertext
     KEYRING = 16             # the secret store is unavailable or has no such key
+    INTERRUPTED = 130        # Ctrl-C (SIGINT), as shells report it: 128 + 2
+
+
+# What each exit code means, for `realmfs --help` (README.md has the same table; a test compares).
+EXIT_CODE_MEANINGS = {
+    ExitCode.OK: "success",
+    ExitCode.ERROR: "other error",
+    ExitCode.USAGE: "bad command line",
+    ExitCode.WRONG_KEY: "wrong key",
+    ExitCode.NOT_ENCRYPTED: "an unencrypted Realm file where ciphertext was expected",
+    ExitCode.DAMAGED: "damaged or tampered data",
+    ExitCode.LOCKED: "backing directory already mounted or in use",
+    ExitCode.BAD_PATH: "missing path, not a directory, or mountpoint not empty",
+    ExitCode.BUSY: "unmount refused: files still open",
+    ExitCode.MOUNT_FAILED: "FUSE could not mount",
+    ExitCode.EXISTS: "destination exists",
+    ExitCode.BAD_KEY: "key material in the wrong form",
+    ExitCode.ALREADY_ENCRYPTED: "encrypt: the source is already encrypted",
+    ExitCode.REKEY_IN_PROGRESS: "a rekey was interrupted: run it again",
+    ExitCode.WRONG_PASSPHRASE: "wrong passphrase or recovery key",
+    ExitCode.NOT_RECOGNIZED: "not an encrypted file",
+    ExitCode.KEYRING: "the secret store is unusable or has no such key",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
+}
 
 
 class RealmfsError(Exception):
@@ -142,6 +166,13 @@ class NotRecognized(Damaged):
     """A file that is neither a realmfs/Realm ciphertext nor a plain Realm file (garbage)."""
 
     exit_code = ExitCode.NOT_RECOGNIZED
+
+
+class Interrupted(RealmfsError):
+    """Ctrl-C, with what the interrupted command leaves behind and how to go on."""
+
+    errno = _errno.EINTR
+    exit_code = ExitCode.INTERRUPTED
 
 
 class KeyringError(RealmfsError):

@@ -44,9 +44,9 @@ import time
 from dataclasses import dataclass
 
 from . import config as configmod
-from . import fusermount
+from . import fusermount, logfiles
 from .backinglock import BackingLock, is_locked, pid_alive, read_owner
-from .mounttable import FSNAME_PREFIX, MountEntry, find_mount, holders, is_mountpoint, realmfs_mounts
+from .mounttable import FSNAME_PREFIX, MountEntry, daemon_gone, find_mount, holders, is_mountpoint, realmfs_mounts
 from .errors import BackingLocked, BadPath, Busy, MountFailed, RealmfsError
 from .keys import KEY_ENV, Key
 from .pagecipher import PageCipher
@@ -316,9 +316,17 @@ def runtime_dir() -> str:
 
 
 def default_log_file(backing: str) -> str:
-    import hashlib
-    tag = hashlib.sha256(os.path.realpath(backing).encode()).hexdigest()[:12]
-    return os.path.join(runtime_dir(), f"{os.path.basename(os.path.realpath(backing)) or 'root'}-{tag}.log")
+    return os.path.join(runtime_dir(), logfiles.log_name(backing))
+
+
+def _default_log_file_pruned(backing: str) -> str:
+    """The default log of ``backing``, after pruning the runtime directory's stale logs
+    (never this one, nor those of the backing directories mounted now)."""
+    log_file = default_log_file(backing)
+    keep = {log_file} | {default_log_file(entry.backing) for entry in realmfs_mounts()}
+    logfiles.prune(os.path.dirname(log_file), keep)
+    logfiles.write_head(log_file, backing)
+    return log_file
 
 
 @dataclass
@@ -339,7 +347,7 @@ def start(backing: str, mountpoint: str, key: Key, *, read_only: bool = False,
     if not os.path.exists(configmod.config_path(backing)):
         log.warning("%s has no realmfs config: the key can only be checked against files already "
                     "there; run 'realmfs init %s' so that a wrong key is always refused", backing, backing)
-    log_file = log_file or default_log_file(backing)
+    log_file = log_file or _default_log_file_pruned(backing)
     try:
         log_start = os.path.getsize(log_file)
     except OSError:
@@ -472,14 +480,16 @@ def _libfuse_said(log_file: str, start: int) -> str:
 
 # ---------------------------------------------------------------------- unmounting
 def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = UNMOUNT_TIMEOUT) -> MountEntry:
-    """Refuse if busy (naming the holders), else unmount and wait for the daemon to seal."""
+    """Refuse if busy (naming the holders), else unmount and wait for the daemon to seal.
+    A mount whose daemon died is only detached (``entry.daemon_gone``): nothing can seal it."""
     entry = find_mount(mountpoint)
     if entry is None:
         if not os.path.exists(mountpoint):
             raise BadPath(f"{mountpoint} does not exist")
         raise BadPath(f"{mountpoint} is not a realmfs mount ('realmfs status' lists them)")
+    entry.daemon_gone = daemon_gone(entry)
     owner = read_owner(entry.backing) or {}
-    pid = int(owner.get("pid") or 0)
+    pid = 0 if entry.daemon_gone else int(owner.get("pid") or 0)   # a dead pid may be reused
     if not lazy:
         busy = holders(entry.mountpoint, exclude={pid})
         if busy:

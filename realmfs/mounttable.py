@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from . import config as configmod
-from .backinglock import pid_alive, read_owner
+from .backinglock import is_locked, pid_alive, read_owner
 
 FSNAME_PREFIX = "realmfs:"
 FSTYPE = "fuse.realmfs"
@@ -29,6 +29,14 @@ class MountEntry:
     backing: str
     mountpoint: str
     options: str
+    daemon_gone: bool = False     # set by mount.unmount: it detached a dead mount
+
+
+def daemon_gone(entry: MountEntry) -> bool:
+    """A mount whose daemon died (kill -9, a crash): nobody holds BACKING's lock for it.
+    The daemon holds the flock for its whole life; the kernel drops it with the process."""
+    owner = is_locked(entry.backing)
+    return owner is None or owner.get("mountpoint", entry.mountpoint) != entry.mountpoint
 
 
 def _unescape(field: str) -> str:

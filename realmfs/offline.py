@@ -187,11 +187,12 @@ def _check_plain(path: str, realm_layout: bool) -> None:
                                "(an IV table, no plain Realm header); refusing to encrypt it twice")
 
 
-def _encrypt_file(src: str, dst: str, cipher: PageCipher, realm_layout: bool, progress,
-                  source: os.stat_result) -> bool:
-    """Write ``src`` encrypted to the new file ``dst``, fsync it, read it back and give
-    it the owner, mode and times of ``source`` (src's stat taken before any read of it:
-    reads move atime).
+def _encrypt_file(src, dst: str, cipher: PageCipher, realm_layout: bool, progress,
+                  source: os.stat_result | None) -> bool:
+    """Write ``src`` (a path, or a binary stream such as standard input) encrypted to the
+    new file ``dst``, fsync it, read it back and give it the owner, mode and times of
+    ``source`` (src's stat taken before any read of it: reads move atime; None for a
+    stream: the new file keeps mode 0600).
 
     Returns True if a ``.realm`` file's size had to be padded to whole pages.
     """
@@ -199,7 +200,7 @@ def _encrypt_file(src: str, dst: str, cipher: PageCipher, realm_layout: bool, pr
     size = 0
     ef = open_backing(dst, cipher, realm_layout=realm_layout, create=True)
     try:
-        with open(src, "rb") as plain:
+        with (open(src, "rb") if isinstance(src, str) else contextlib.nullcontext(src)) as plain:
             while True:
                 chunk = plain.read(CHUNK)
                 if not chunk:
@@ -214,10 +215,51 @@ def _encrypt_file(src: str, dst: str, cipher: PageCipher, realm_layout: bool, pr
         ef.fsync()
     finally:
         close_file(ef)
+    what = src if isinstance(src, str) else "the input"
     check_read_back(dst, cipher, realm_layout, written.hexdigest(),
-                    f"read-back of {dst} does not match {src}; nothing was published")
-    keep_metadata(dst, source)   # the mount shows the backing file's owner, mode and times
+                    f"read-back of {dst} does not match {what}; nothing was published")
+    if source is not None:
+        keep_metadata(dst, source)   # the mount shows the backing file's owner, mode and times
     return padded
+
+
+class _Peeked:
+    """A binary stream whose first bytes were read already (to check them) and are served
+    again; counts the bytes it hands out."""
+
+    def __init__(self, first: bytes, rest):
+        self.first, self.rest, self.count = first, rest, 0
+
+    def read(self, n: int) -> bytes:
+        if self.first:
+            chunk, self.first = self.first[:n], self.first[n:]
+        else:
+            chunk = self.rest.read(n)
+        self.count += len(chunk)
+        return chunk
+
+
+def encrypt_stream(stream, dst: str, key: Key, *, realm_pattern: str = configmod.DEFAULT_REALM_PATTERN,
+                   realm_layout: bool | None = None, progress=None) -> EncryptResult:
+    """Encrypt a binary stream (``realmfs encrypt - DST``: standard input) into the new file
+    ``dst``, under a temporary name until it was fsynced and read back, like a file."""
+    progress = progress or disabled()
+    _require_new(dst)
+    layout = configmod.Config(realm_pattern=realm_pattern).is_realm_file(dst) if realm_layout is None \
+        else realm_layout
+    first = stream.read(HEADER_SIZE)
+    if verify.has_realmfs_header(first):
+        raise AlreadyEncrypted("the input is already encrypted (it has a realmfs header)")
+    result = EncryptResult(dst)
+    progress.files = 1
+    progress.file("(standard input)")
+    source = _Peeked(first, stream)
+    with _publishing(dst) as temp:
+        if _encrypt_file(source, temp, PageCipher(key.raw), layout, progress, None):
+            result.padded.append("(standard input)")
+    result.files.append(os.path.basename(dst))
+    result.bytes = source.count
+    return result
 
 
 def encrypt(src: str, dst: str, key: Key, *, realm_pattern: str = configmod.DEFAULT_REALM_PATTERN,
@@ -333,14 +375,18 @@ def _write_plain(ef, out: str, progress) -> None:
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "wb", closefd=False) as f:
-            for offset in range(0, ef.size, CHUNK):
-                chunk = ef.read(offset, CHUNK)
-                f.write(chunk)
-                progress.advance(len(chunk))
+            _stream_plain(ef, f, progress)
             f.flush()
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _stream_plain(ef, stream, progress) -> None:
+    for offset in range(0, ef.size, CHUNK):
+        chunk = ef.read(offset, CHUNK)
+        stream.write(chunk)
+        progress.advance(len(chunk))
 
 
 def _unrecognized(src: str, layout: bool, error: RealmfsError) -> NotRecognized | None:
@@ -405,6 +451,44 @@ def decrypt(src: str, dst: str, key: Key, *, skip_damaged: bool = False,
                                            before[path])
             result.files.append(rel)
             result.bytes += os.path.getsize(os.path.join(temp, rel))
+    return result
+
+
+def decrypt_to_stream(src: str, stream, key: Key, *, skip_damaged: bool = False,
+                      realm_layout: bool | None = None, progress=None) -> DecryptResult:
+    """One encrypted file's plaintext written to a binary stream (``realmfs decrypt SRC -``:
+    standard output). The key is checked before the first byte goes out; a damaged page
+    stops the output there (IntegrityError naming it) unless ``skip_damaged``, which checks
+    the whole file first and writes zeros for the damaged pages."""
+    progress = progress or disabled()
+    if not os.path.isfile(src):
+        raise BadPath(f"{src} is not a file: only one file can be decrypted to standard output"
+                      if os.path.exists(src) else f"{src} does not exist")
+    cipher = PageCipher(key.raw)
+    layout = _lone_file_layout(src, realm_layout)
+    result = DecryptResult("-", files=[os.path.basename(src)])
+    try:
+        ef = open_backing(src, cipher, realm_layout=layout, read_only=True)   # the key check
+    except (WrongKey, Damaged) as error:
+        raise _unrecognized(src, layout, error) or error from None
+    try:
+        if skip_damaged:
+            report, bad = _first_damage(src, src, cipher, layout)
+            if bad and (layout or report.header is not None):
+                close_file(ef)
+                ef = open_backing(src, cipher, realm_layout=layout, read_only=True, salvage=True,
+                                  key_checked=True)
+                result.zeroed = bad
+        _count(progress, [src], os.path.basename(src))
+        try:
+            _stream_plain(ef, stream, progress)
+        except IntegrityError as error:
+            raise IntegrityError(src, error.page, f"{error.reason}; the output stops before this page "
+                                 "(--skip-damaged writes zeros for damaged pages)") from None
+        stream.flush()
+        result.bytes = ef.size
+    finally:
+        close_file(ef)
     return result
 
 

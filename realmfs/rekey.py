@@ -68,11 +68,11 @@ def key_state(path: str, realm_layout: bool, old: PageCipher, new: PageCipher) -
 
 
 def _rekey_file(path: str, realm_layout: bool, old: PageCipher, new: PageCipher,
-                st: os.stat_result) -> None:
+                st: os.stat_result, progress) -> None:
     """Rewrite one file under the new key: temp file, fsync, read back, rename over;
-    owner, mode and times from ``st``."""
+    owner, mode and times from ``st``; ``progress`` hears the bytes as they are copied."""
     temp = temp_for(path)
-    digest = write_copy(path, old, realm_layout, temp, new, realm_layout)
+    digest = write_copy(path, old, realm_layout, temp, new, realm_layout, progress)
     check_read_back(temp, new, realm_layout, digest,
                     f"read-back of the rekeyed {path} does not match; the original is untouched")
     keep_metadata(temp, st)
@@ -190,6 +190,7 @@ def _rekey_locked(backing: str, old_key: Key, unlocked, new_key_file, progress) 
     progress.files, progress.total = len(files), sum(os.path.getsize(p) for p, _ in files)
     for path, rel in files:
         progress.file(rel)
+        done_before = progress.done
         layout = config.is_realm_file(rel)
         before = os.stat(path)      # owner, mode and times to keep, before any read moves atime
         state = key_state(path, layout, old, new)
@@ -198,12 +199,13 @@ def _rekey_locked(backing: str, old_key: Key, unlocked, new_key_file, progress) 
                           "(with the old key), repair or remove it, then re-run 'realmfs rekey'")
         if state == "old":
             try:
-                _rekey_file(path, layout, old, new, before)
+                _rekey_file(path, layout, old, new, before, progress)
             except IntegrityError as error:
                 raise IntegrityError(rel, error.page, f"{error.reason}; rekey stopped, the file is "
                                      "unchanged: run 'realmfs verify --repair', then re-run 'realmfs rekey'") from None
             result.rekeyed.append(rel)
-        progress.advance(os.path.getsize(path))
+        # the total counts backing (physical) bytes, the copy plaintext: catch up to the file's end
+        progress.advance(done_before + before.st_size - progress.done)
     config.key_check = journal["new_key_check"]
     config.keyslots = journal.get("keyslots", [])
     config.rekey = None

@@ -71,12 +71,13 @@ def plain_digest(ef: EncryptedFile, progress=None) -> str:
 
 
 def write_copy(src_path: str, src_cipher: PageCipher, src_realm: bool,
-               dst_path: str, dst_cipher: PageCipher, dst_realm: bool) -> str:
+               dst_path: str, dst_cipher: PageCipher, dst_realm: bool, progress=None) -> str:
     """Copy the plaintext of ``src_path`` into the new file ``dst_path`` and fsync it.
 
     The size follows the destination's layout: a header-layout source of 5000 bytes
     becomes a .realm file of 8192 (whole pages, zero tail); a .realm source keeps its
     whole-page size. Returns the SHA-256 of the plaintext read from the source.
+    ``progress`` (optional) is told every chunk's plaintext bytes as they are written.
     """
     src = open_backing(src_path, src_cipher, realm_layout=src_realm, read_only=True, key_checked=True)
     try:
@@ -87,6 +88,8 @@ def write_copy(src_path: str, src_cipher: PageCipher, src_realm: bool,
                 chunk = src.read(offset, CHUNK)
                 dst.write(offset, chunk)
                 digest.update(chunk)
+                if progress:
+                    progress.advance(len(chunk))
             dst.fsync()
         finally:
             close_file(dst)

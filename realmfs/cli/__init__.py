@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from .. import __version__
-from ..errors import ExitCode, RealmfsError
+from ..errors import EXIT_CODE_MEANINGS, ExitCode, RealmfsError
 from ..log import setup_logging
 from . import keycmds, mountcmds, offlinecmds
 
@@ -26,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="realmfs",
         description="Transparent encryption for embedded databases: Realm Core's encrypted "
-                    "page format behind a FUSE mount.")
+                    "page format behind a FUSE mount.",
+        epilog="exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODE_MEANINGS.items()))
     parser.add_argument("--version", action="version", version=f"realmfs {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -47,9 +49,14 @@ def main(argv: list[str] | None = None) -> int:
             log.exception("failed")
         print(f"realmfs: {error}", file=sys.stderr)
         return error.exit_code
+    except BrokenPipeError:
+        # the reader of our output went away (`realmfs decrypt F - | head`): no message,
+        # and no second error when Python flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.ERROR
     except KeyboardInterrupt:
         print("realmfs: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except OSError as error:
         if args.debug:
             log.exception("failed")

@@ -1,11 +1,12 @@
-"""``realmfs keygen``: a fresh key from the OS CSPRNG, to a file (mode 0600) or a secret store."""
+"""``realmfs keygen``: a fresh key from the OS CSPRNG, to a file (mode 0600) or a secret store;
+or an existing key file's key into the secret store (``--keyring NAME --from-file F``)."""
 
 from __future__ import annotations
 
 import sys
 
 from ..errors import ExitCode
-from ..keys import Key, write_key_file
+from ..keys import Key, read_key_file, write_key_file
 
 
 def register(sub) -> None:
@@ -17,6 +18,8 @@ def register(sub) -> None:
     parser.add_argument("--keyring", metavar="NAME",
                         help="store the key in the secret store (Linux kernel keyring via keyctl, "
                              "or the 'keyring' package) under NAME; use it with --key-from-keyring NAME")
+    parser.add_argument("--from-file", metavar="F",
+                        help="with --keyring: store the existing key of key file F instead of a new one")
     parser.set_defaults(handler=run_keygen)
 
 
@@ -24,6 +27,16 @@ def run_keygen(args) -> int:
     if not args.file and not args.keyring:
         print("realmfs: keygen needs FILE or --keyring NAME (or both)", file=sys.stderr)
         return ExitCode.USAGE
+    if args.from_file:
+        if args.file or not args.keyring:
+            print("realmfs: --from-file F goes with --keyring NAME alone (it stores F's key there)",
+                  file=sys.stderr)
+            return ExitCode.USAGE
+        from .. import keyring
+        where = keyring.store(args.keyring, read_key_file(args.from_file))
+        print(f"stored the key of {args.from_file} in {where}; use it with --key-from-keyring "
+              f"{args.keyring} (the file is unchanged: delete it yourself once you no longer need it)")
+        return 0
     key = Key.generate()
     if args.file:
         write_key_file(args.file, key)

@@ -13,6 +13,7 @@ from .. import config as configmod
 from .. import mount as mountmod
 from .. import mounttable
 from ..backinglock import is_locked, read_owner
+from ..errors import BadPath, Busy
 from ..log import setup_logging
 from .keyargs import KEY_EXIT_CODES, add_key_arguments, exit_codes, key_from_args, new_key_setup
 
@@ -53,7 +54,7 @@ def register(sub) -> None:
     p.set_defaults(handler=run_mount)
 
     for name in ("unmount", "umount"):
-        p = sub.add_parser(name, epilog=exit_codes(("OK", "unmounted and sealed"),
+        p = sub.add_parser(name, epilog=exit_codes(("OK", "unmounted and sealed (or a dead mount detached)"),
                                                ("BAD_PATH", "not a realmfs mount"),
                                                ("BUSY", "files open: the processes are named")),
                            help="write back, seal and unmount MOUNTPOINT" if name == "unmount"
@@ -82,8 +83,30 @@ def run_init(args) -> int:
     return 0
 
 
+def _after_dead_daemon(backing: str) -> str:
+    return (f"{backing} is as of the last write that daemon finished (writes it had not synced are "
+            f"lost); check it with: realmfs verify {backing}")
+
+
+def _clear_dead_mount(mountpoint: str) -> str | None:
+    """Detach a realmfs mount at ``mountpoint`` whose daemon died; returns its backing."""
+    entry = mounttable.find_mount(mountpoint)
+    if entry is None or not mounttable.daemon_gone(entry):
+        return None
+    try:
+        mountmod.unmount(entry.mountpoint)
+    except Busy as error:
+        raise BadPath(f"{entry.mountpoint} is a dead realmfs mount (its daemon died) that processes still "
+                      f"use ({error}); close them, then run 'realmfs unmount {entry.mountpoint}' "
+                      "and mount again") from None
+    log.warning("%s was a dead realmfs mount of %s (its daemon died): detached it; %s",
+                entry.mountpoint, entry.backing, _after_dead_daemon(entry.backing))
+    return entry.backing
+
+
 def run_mount(args) -> int:
     key = key_from_args(args, backing=args.backing)   # passphrase / recovery-key slots too
+    cleared = None if args.detach else _clear_dead_mount(args.mountpoint)
     if args.foreground:
         if args.detach:
             # spawned by 'realmfs mount': the key is read, now leave the spawning process
@@ -96,13 +119,14 @@ def run_mount(args) -> int:
         logging.getLogger("fuse").setLevel(logging.INFO)   # fusepy logs every errno at DEBUG
         return mountmod.serve(args.backing, args.mountpoint, key, read_only=args.read_only,
                               extra_options=args.options, status_fd=args.status_fd)
+    stale = None
     if os.path.isdir(args.backing) and not is_locked(args.backing):
-        owner = read_owner(args.backing)
-        if owner and owner.get("pid"):
-            log.warning("taking over a stale lock on %s left by realmfs pid %s (no longer running)",
-                        args.backing, owner.get("pid"))
+        stale = (read_owner(args.backing) or {}).get("pid")
     started = mountmod.start(args.backing, args.mountpoint, key, read_only=args.read_only,
                              extra_options=args.options, log_file=args.log_file, debug=args.debug)
+    if stale and cleared != started.backing:
+        log.warning("took over the lock of %s left by realmfs pid %s, which died while mounting it; %s",
+                    started.backing, stale, _after_dead_daemon(started.backing))
     print(f"mounted {started.backing} on {started.mountpoint} (daemon pid {started.pid}, "
           f"log {started.log_file}); unmount with: realmfs unmount {started.mountpoint}")
     return 0
@@ -110,6 +134,10 @@ def run_mount(args) -> int:
 
 def run_unmount(args) -> int:
     entry = mountmod.unmount(args.mountpoint, lazy=args.lazy)
+    if entry.daemon_gone:
+        print(f"detached the dead mount {entry.mountpoint}: its daemon had died, so nothing could be "
+              f"written back or sealed; {_after_dead_daemon(entry.backing)}")
+        return 0
     how = "detached" if args.lazy else "unmounted and sealed"
     print(f"{how} {entry.mountpoint} (backing {entry.backing})")
     return 0

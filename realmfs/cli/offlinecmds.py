@@ -11,9 +11,9 @@ import os
 import sys
 
 from .. import config as configmod
-from .. import keyslots, offline, repair, verify
+from .. import info, keyslots, offline, repair, verify
 from .. import rekey as rekeymod
-from ..errors import ExitCode, NotEncrypted, NotRecognized
+from ..errors import ExitCode, Interrupted, NotEncrypted, NotRecognized
 from ..progress import Progress
 from .keyargs import (KEY_EXIT_CODES, add_key_arguments, add_passphrase_arguments, exit_codes, key_from_args,
                       new_key_setup, read_passphrase, unlock_from_args)
@@ -35,7 +35,7 @@ def register(sub) -> None:
                                    "files matching --realm-pattern are byte-compatible with Realm "
                                    "Core's encrypted format. Written under a temporary name, read "
                                    "back, then renamed.")
-    p.add_argument("src", metavar="SRC")
+    p.add_argument("src", metavar="SRC", help="a plain file or tree; '-' reads standard input into one file")
     p.add_argument("dst", metavar="DST")
     p.add_argument("--realm-pattern", default=configmod.DEFAULT_REALM_PATTERN, metavar="GLOB",
                    help="files kept in Realm Core's layout (default: %(default)s)")
@@ -52,7 +52,8 @@ def register(sub) -> None:
                                    "must not exist. A damaged page stops the run, naming file and page, "
                                    "unless --skip-damaged.")
     p.add_argument("src", metavar="SRC")
-    p.add_argument("dst", metavar="DST")
+    p.add_argument("dst", metavar="DST", help="a new file or directory; '-' writes one file's plaintext "
+                                             "to standard output")
     p.add_argument("--skip-damaged", action="store_true",
                    help="write damaged pages as zeros and list them at the end")
     _layout_argument(p, "default: detected from the file (a lone file only)")
@@ -81,7 +82,7 @@ def register(sub) -> None:
     add_key_arguments(p)
     p.set_defaults(handler=run_verify)
 
-    p = sub.add_parser("rekey", epilog=exit_codes(("OK", "done (also: already done)"), ("USAGE", "no --new-key-file"), ("EXISTS", "--new-key-file exists"), ("LOCKED", "mounted"), ("DAMAGED", "a file is damaged: verify --repair first"), *KEY_EXIT_CODES),
+    p = sub.add_parser("rekey", epilog=exit_codes(("OK", "done (also: already done)"), ("USAGE", "no --new-key-file"), ("EXISTS", "--new-key-file exists"), ("LOCKED", "mounted"), ("DAMAGED", "a file is damaged: verify --repair first"), *KEY_EXIT_CODES, ("INTERRUPTED", "Ctrl-C: run it again to finish")),
                        help="re-encrypt everything under a new master key (crash-safe)",
                        description="Re-encrypt every file of BACKING under a new random master key. "
                                    "Crash-safe: every file is always wholly under the old or the new "
@@ -94,6 +95,17 @@ def register(sub) -> None:
                         "unlocked by a passphrase or recovery key")
     add_key_arguments(p)
     p.set_defaults(handler=run_rekey)
+
+    p = sub.add_parser("info", epilog=exit_codes(("OK", "shown"), ("BAD_PATH", "BACKING missing"),
+                                                 ("DAMAGED", "the config is no realmfs config")),
+                       help="show a backing directory's layout, patterns, KDF and key slots (no key needed)",
+                       description="Show what BACKING is: config format version, realm and plain name "
+                                   "patterns, the file layouts, the key slots with their KDF and its "
+                                   "parameters, a pending rekey, file counts and whether it is mounted. "
+                                   "Needs no key: nothing shown is secret, and nothing is authenticated "
+                                   "('realmfs verify' checks with the key).")
+    p.add_argument("backing", metavar="BACKING")
+    p.set_defaults(handler=run_info)
 
     p = sub.add_parser("passwd", epilog=exit_codes(("OK", "done"), ("EXISTS", "recovery key file exists"), ("REKEY_IN_PROGRESS", "finish the rekey first"), *KEY_EXIT_CODES),
                        help="change the passphrase (or add a recovery key); data untouched",
@@ -121,7 +133,17 @@ def _backing_of(path: str) -> str | None:
 
 
 # ---------------------------------------------------------------------- handlers
+def _stdin_taken(args) -> bool:
+    if getattr(args, "key_stdin", False):
+        print("realmfs: '-' and --key-stdin both want standard input; give the key another way "
+              "(--key-file, $REALMFS_KEY, --key-from-keyring)", file=sys.stderr)
+        return True
+    return False
+
+
 def run_encrypt(args) -> int:
+    if args.src == "-":
+        return _encrypt_stdin(args)
     if os.path.isdir(args.src):
         key, slots = new_key_setup(args)    # --passphrase: a new master key in a slot (--kdf)
     else:
@@ -142,17 +164,44 @@ def run_encrypt(args) -> int:
     return 0
 
 
+def _encrypt_stdin(args) -> int:
+    if _stdin_taken(args):
+        return ExitCode.USAGE
+    key = key_from_args(args)
+    with _progress("encrypt") as progress:
+        result = offline.encrypt_stream(sys.stdin.buffer, args.dst, key, realm_pattern=args.realm_pattern,
+                                        realm_layout=_LAYOUTS[args.layout], progress=progress)
+    if result.padded:
+        print("note: the input was not a whole number of 4096-byte pages; Realm's layout pads it with zeros")
+    print(f"encrypted {result.bytes} bytes from standard input into encrypted file {args.dst}")
+    return 0
+
+
+def _decrypt_stdout(args, key) -> int:
+    with _progress("decrypt") as progress:
+        result = offline.decrypt_to_stream(args.src, sys.stdout.buffer, key, skip_damaged=args.skip_damaged,
+                                           realm_layout=_LAYOUTS[args.layout], progress=progress)
+    _report_zeroed(result.zeroed, sys.stderr)   # standard output carries the data
+    return 0
+
+
+def _report_zeroed(zeroed: list, stream) -> None:
+    if zeroed:
+        pages = sum(1 for p in zeroed if p.page is not None)
+        print(f"{pages} damaged page(s) were written as zeros:", file=stream)
+        for line in verify.format_problems(zeroed):
+            print(f"  {line}", file=stream)
+
+
 def run_decrypt(args) -> int:
     key = key_from_args(args, backing=_backing_of(args.src))
+    if args.dst == "-":
+        return _decrypt_stdout(args, key)
     with _progress("decrypt") as progress:
         result = offline.decrypt(args.src, args.dst, key, skip_damaged=args.skip_damaged,
                                  realm_layout=_LAYOUTS[args.layout], progress=progress)
     print(f"decrypted {len(result.files)} file(s), {result.bytes} bytes, into {args.dst}")
-    if result.zeroed:
-        pages = sum(1 for p in result.zeroed if p.page is not None)
-        print(f"{pages} damaged page(s) were written as zeros:")
-        for line in verify.format_problems(result.zeroed):
-            print(f"  {line}")
+    _report_zeroed(result.zeroed, sys.stdout)
     return 0
 
 
@@ -200,9 +249,12 @@ def run_rekey(args) -> int:
         print("realmfs: rekey needs --new-key-file F to put the new key in (or unlock with a "
               "passphrase / recovery key, whose slot then holds the new key)", file=sys.stderr)
         return ExitCode.USAGE
-    with _progress("rekey") as progress:
-        result = rekeymod.rekey(args.backing, unlocked.master, unlocked=unlocked,
-                               new_key_file=args.new_key_file, progress=progress)
+    try:
+        with _progress("rekey") as progress:
+            result = rekeymod.rekey(args.backing, unlocked.master, unlocked=unlocked,
+                                   new_key_file=args.new_key_file, progress=progress)
+    except KeyboardInterrupt:
+        raise _rekey_interrupted(args.backing) from None
     print(f"{'finished the interrupted' if result.resumed else 'completed the'} rekey of {args.backing}: "
           f"{len(result.rekeyed)} file(s) re-encrypted in this run under a new master key")
     if result.key_file:
@@ -213,6 +265,22 @@ def run_rekey(args) -> int:
     for slot in result.slots_dropped:
         print(f"note: {slot} was removed: it could not be re-wrapped without its secret; "
               "add it again with 'realmfs passwd'")
+    return 0
+
+
+def _rekey_interrupted(backing: str) -> Interrupted:
+    """Ctrl-C during a rekey: every file is wholly under one key; say how to finish."""
+    config = configmod.load(backing)
+    if config is None or config.rekey is None:
+        return Interrupted(f"interrupted before the rekey of {backing} began; nothing was changed")
+    return Interrupted(f"interrupted: the rekey of {backing} is half done (every file is whole, under the "
+                       "old or the new key) and the directory cannot be mounted until it is finished; "
+                       "run the same 'realmfs rekey' command again to finish it")
+
+
+def run_info(args) -> int:
+    for line in info.info_lines(args.backing):
+        print(line)
     return 0
 
 

@@ -17,7 +17,7 @@ from realmfs.keys import Key
 from realmfs.pagecipher import PageCipher
 from realmfs.pagefile import open_backing
 
-from .conftest import REPO, STARTED_MOUNTPOINTS, STARTED_PIDS, Env, run_cli, slurp, spit, tree_bytes
+from .conftest import REPO, STARTED_MOUNTPOINTS, STARTED_PIDS, Env, kill_daemon, run_cli, slurp, spit, tree_bytes
 
 
 def _err(result) -> str:
@@ -209,21 +209,40 @@ def test_sigterm_seals_even_while_mapped(env):
     assert env.decrypt("f.bin")[100:110] == b"sigtermok!"
 
 
-def test_killed_daemon_stale_lock_taken_over(env):
+def test_mount_onto_a_dead_mount_clears_it_and_says_so(env):
     assert env.mount_cli().returncode == 0
     pid = env.current.pid
     spit(env.m("f"), b"before kill")
-    os.kill(pid, signal.SIGKILL)
-    assert _wait_gone(pid)
+    kill_daemon(pid)
     env.forget_mount()
-    result = env.mount_cli()                       # mountpoint is a dead mount
-    assert result.returncode == ExitCode.BAD_PATH and "realmfs unmount" in _err(result)
-    result = run_cli("unmount", env.mountpoint)
+    result = env.mount_cli()                       # mountpoint is a dead mount of the same backing
     assert result.returncode == 0, _err(result)
-    result = env.mount_cli()
-    assert result.returncode == 0, _err(result)
-    assert "stale lock" in _err(result) and str(pid) in _err(result)
+    assert "dead realmfs mount" in _err(result) and f"realmfs verify {env.backing}" in _err(result)
+    assert "sealed" not in _err(result)
     assert slurp(env.m("f")) == b"before kill"
+    env.unmount()
+
+
+def test_mount_elsewhere_after_a_killed_daemon_takes_the_lock_over(env, tmp_path):
+    assert env.mount_cli().returncode == 0
+    pid = env.current.pid
+    spit(env.m("f"), b"before kill")
+    kill_daemon(pid)
+    env.forget_mount()
+    old_mountpoint = env.mountpoint
+    try:
+        env.mountpoint = str(tmp_path / "mnt2")
+        os.mkdir(env.mountpoint)
+        result = env.mount_cli()
+        assert result.returncode == 0, _err(result)
+        assert "took over the lock" in _err(result) and str(pid) in _err(result)
+        assert "realmfs verify" in _err(result)
+        assert slurp(env.m("f")) == b"before kill"
+        env.unmount()
+    finally:
+        env.mountpoint = old_mountpoint
+    result = run_cli("unmount", old_mountpoint)    # the dead mount left at the first mountpoint
+    assert result.returncode == 0 and "detached the dead mount" in result.stdout.decode()
 
 
 def test_api_mount_is_a_context_manager(tmp_path):
@@ -312,16 +331,19 @@ def test_foreground_mount_and_ctrl_c(env):
     assert env.decrypt("fg.txt") == b"foreground"
 
 
-def test_status_reports_a_dead_daemon(env):
+def test_status_and_unmount_of_a_dead_daemon_say_what_happened(env):
     assert env.mount_cli().returncode == 0
     pid = env.current.pid
-    os.kill(pid, signal.SIGKILL)
-    assert _wait_gone(pid)
+    kill_daemon(pid)
     env.forget_mount()
     result = run_cli("status")
     row = [l for l in result.stdout.decode().splitlines() if env.mountpoint in l]
     assert row and "disconnected" in row[0] and "realmfs unmount" in row[0]
-    assert run_cli("unmount", env.mountpoint).returncode == 0
+    result = run_cli("unmount", env.mountpoint)
+    out = result.stdout.decode()
+    assert result.returncode == 0, _err(result)
+    assert "detached the dead mount" in out and f"realmfs verify {env.backing}" in out, out
+    assert "sealed" not in out.replace("nothing could be written back or sealed", "")
     assert mountmod.find_mount(env.mountpoint) is None
 
 
@@ -341,3 +363,18 @@ def test_missing_fusepy_or_libfuse_is_one_line_saying_what_to_install(env, tmp_p
     assert advice in _err(result) and len(_err(result).strip().splitlines()) == 1, _err(result)
     assert "Traceback" not in _err(result)
     assert mountmod.find_mount(env.mountpoint) is None
+
+
+def test_a_mount_prunes_stale_daemon_logs_and_names_its_backing(env, tmp_path, monkeypatch):
+    from realmfs import logfiles
+    run_dir = tmp_path / "run"
+    os.mkdir(run_dir)
+    monkeypatch.setattr(mountmod, "runtime_dir", lambda: str(run_dir))
+    stale = os.path.join(run_dir, logfiles.log_name(str(tmp_path / "gone")))
+    logfiles.write_head(stale, str(tmp_path / "gone"))
+    mount = env.mount(log_file=None)
+    assert mount.log_file == os.path.join(run_dir, logfiles.log_name(env.backing))
+    assert not os.path.exists(stale)
+    with open(mount.log_file) as f:
+        assert f.readline().strip() == logfiles.HEAD_PREFIX + os.path.realpath(env.backing)
+    env.unmount()

@@ -280,3 +280,77 @@ def test_kill_9_with_a_passphrase_setup(tmp_path, run):
         assert_every_file_intact(backing, tree, [master])
         shutil.rmtree(backing)
     assert mid_rekey >= 2, mid_rekey      # some kills landed with files half-way between keys
+
+
+class RecordingProgress:
+    """A progress sink that keeps every call: (file, name) and (advance, bytes done)."""
+
+    def __init__(self):
+        self.files, self.total, self.done, self.calls = 0, 0, 0, []
+
+    def file(self, name):
+        self.calls.append(("file", name))
+
+    def advance(self, nbytes):
+        self.done += nbytes
+        self.calls.append(("advance", self.done))
+
+
+def test_rekey_reports_bytes_as_they_go(tmp_path):
+    big = os.urandom(5 * 1024 * 1024 + 123)      # > 5 chunks of transcode.CHUNK
+    write_tree(tmp_path / "src", {"big.bin": big, "small.realm": os.urandom(8192)})
+    key = Key.generate()
+    offline.encrypt(str(tmp_path / "src"), str(tmp_path / "b"), key)
+    progress = RecordingProgress()
+    rekeymod.rekey(str(tmp_path / "b"), key, new_key_file=str(tmp_path / "new.key"), progress=progress)
+    big_file = progress.calls.index(("file", "big.bin"))
+    during_big = []
+    for kind, value in progress.calls[big_file + 1:]:
+        if kind == "file":
+            break
+        during_big.append(value)
+    assert len(during_big) >= 5, progress.calls          # not one jump at the end of the file
+    assert during_big == sorted(during_big) and during_big[0] < len(big)
+    assert progress.done == progress.total == sum(os.path.getsize(p) for p in
+                                                   configmod.backing_files(str(tmp_path / "b")))
+
+
+def test_ctrl_c_during_rekey_exits_130_and_says_how_to_finish(run, pristine, tmp_path, monkeypatch):
+    root, old_key, tree = pristine
+    backing = tmp_path / "b"
+    shutil.copytree(root / "backing", backing)
+    from realmfs import progress as progressmod
+    calls = itertools.count()
+
+    def interrupt_mid_run(self, nbytes):       # Ctrl-C after a few chunks, inside a file
+        if next(calls) == 6:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(progressmod.Progress, "advance", interrupt_mid_run)
+    args = ("rekey", backing, "--key-file", root / "old.key", "--new-key-file", tmp_path / "new.key")
+    result = run(*args)
+    assert result.code == ExitCode.INTERRUPTED == 130, result
+    assert result.err.startswith("realmfs: interrupted") and "run the same 'realmfs rekey'" in result.err
+    assert configmod.load(str(backing)).rekey is not None
+    assert run("verify", backing, "--key-file", root / "old.key").code == ExitCode.REKEY_IN_PROGRESS
+    monkeypatch.undo()
+    assert run(*args).code == 0
+    assert_every_file_intact(backing, tree, [read_key_file(str(tmp_path / "new.key"))])
+
+
+def test_ctrl_c_of_any_command_exits_130(tmp_path):
+    """A real SIGINT: `encrypt - DST` waits on its standard input, Ctrl-C ends it."""
+    key = tmp_path / "k.key"
+    write_key_file(str(key), Key.generate())
+    proc = subprocess.Popen([sys.executable, "-m", "realmfs", "encrypt", "-", str(tmp_path / "out.bin"),
+                             "--key-file", str(key)], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    proc.stdin.write(os.urandom(10000))      # past the first 4096 bytes it checks, then nothing more
+    proc.stdin.flush()
+    deadline = time.monotonic() + 60
+    while not any(n.startswith("out.bin") for n in os.listdir(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.02)                 # the temporary output exists: it is reading stdin
+    assert proc.poll() is None and any(n.startswith("out.bin") for n in os.listdir(tmp_path))
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.decode().strip() == "realmfs: interrupted", err
+    assert not os.path.exists(tmp_path / "out.bin")
