@@ -18,12 +18,14 @@ Invariants
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import logging
 import os
 import threading
 from dataclasses import dataclass, field
 
+from .backingdir import open_quietly
 from .pagecipher import PageCipher
 from .pagefile import EncryptedFile
 
@@ -95,9 +97,8 @@ class OpenFiles:
         osflags = (os.O_RDONLY if self.read_only else os.O_RDWR) | os.O_CLOEXEC | os.O_NOFOLLOW
         if create_mode is not None:
             osflags |= os.O_CREAT | (flags & os.O_EXCL)
-            fd = os.open(backing_path, osflags, create_mode, dir_fd=dir_fd)
-        else:
-            fd = os.open(backing_path, osflags, dir_fd=dir_fd)
+        # O_NOATIME while the header is read: an open is not a read (ext4 leaves atime)
+        fd = open_quietly(backing_path, osflags, dir_fd, 0o777 if create_mode is None else create_mode)
         try:
             st = os.fstat(fd)
             key = (st.st_dev, st.st_ino)
@@ -110,6 +111,8 @@ class OpenFiles:
                 if entry is None:
                     ef = EncryptedFile(fd, self.cipher, realm_layout=realm_layout, name=name,
                                        read_only=self.read_only, key_checked=True)
+                    # from here on reads are the user's: atime as ext4 (relatime) moves it
+                    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NOATIME)
                     entry = OpenFile(key, fd, ef, name)
                     self._by_inode[key] = entry
                     fd = -1          # owned by the entry now

@@ -5,6 +5,8 @@
   mount through ``realmfs.mounted`` or the CLI; nothing mounted yet.
 * ``mnt``: ``env`` mounted through the Python API.
 * ``cli_mnt``: ``env`` mounted through ``realmfs mount`` (daemonized).
+* ``user``: an unprivileged account for the session (unprivileged.py); ``user_env``:
+  an ``env`` that belongs to it, in a directory it can reach, whose CLI runs as it.
 
 Teardown always unmounts, even after a failure: ``fusermount -u``, then ``-uz``,
 then SIGKILL of the daemon, by pid, and only daemons this suite started. A
@@ -15,9 +17,11 @@ A missing /dev/fuse or fusermount is a failure, not a skip.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -29,6 +33,7 @@ from realmfs.keys import Key
 from realmfs.pagecipher import PageCipher
 from realmfs.pagefile import open_backing
 from tests.fusecheck import fuse_problem
+from tests.mount.unprivileged import Unprivileged
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STARTED_PIDS: set[int] = set()          # daemons this suite started (killed only by pid)
@@ -76,12 +81,17 @@ def force_unmount(mountpoint: str, pid: int | None = None) -> None:
             _kill(pid)
 
 
-def run_cli(*args, input: bytes | None = None, env: dict | None = None, timeout: float = 60):
+def run_cli(*args, input: bytes | None = None, env: dict | None = None, timeout: float = 60,
+            user: Unprivileged | None = None):
+    """``realmfs ARGS`` in a new process (as ``user`` when given)."""
     full_env = dict(os.environ)
     full_env.pop("REALMFS_KEY", None)
     full_env["PYTHONPATH"] = REPO
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "realmfs", *args], input=input, capture_output=True,
+    command = [sys.executable, "-m", "realmfs", *args]
+    if user is not None:
+        return user.run(command, input=input, env=full_env, timeout=timeout, cwd="/")
+    return subprocess.run(command, input=input, capture_output=True,
                           env=full_env, timeout=timeout, cwd="/")
 
 
@@ -106,7 +116,8 @@ def tree_bytes(root: str) -> dict:
 class Env:
     """One test's BACKING, MOUNTPOINT and key, and ways to mount them."""
 
-    def __init__(self, tmp_path, realm_pattern: str = "*.realm", init: bool = True):
+    def __init__(self, tmp_path, realm_pattern: str = "*.realm", init: bool = True,
+                 user: Unprivileged | None = None):
         self.tmp = str(tmp_path)
         self.backing = os.path.join(self.tmp, "backing")
         self.mountpoint = os.path.join(self.tmp, "mnt")
@@ -125,6 +136,13 @@ class Env:
         self.current: api.Mount | None = None
         self._context = None
         self.pids: list[int] = []
+        self.user = user           # the CLI runs as this user, who owns every file here
+        if user is not None:
+            open(self.log_file, "a").close()    # the daemon runs as the user: its log too
+            for path in (self.tmp, self.backing, self.mountpoint, self.key_file, self.log_file):
+                os.chown(path, user.uid, user.gid)
+            for name in os.listdir(self.backing):
+                os.chown(self.b(name), user.uid, user.gid)
 
     # -- paths
     def m(self, *parts) -> str:
@@ -148,7 +166,7 @@ class Env:
         assert self.current is None, "already mounted"
         STARTED_MOUNTPOINTS.add(self.mountpoint)
         result = run_cli("mount", "--key-file", self.key_file, "--log-file", self.log_file, *extra,
-                         self.backing, self.mountpoint)
+                         self.backing, self.mountpoint, user=self.user)
         if result.returncode == 0:
             owner = read_owner(self.backing)
             pid = int(owner["pid"])
@@ -226,6 +244,26 @@ def env(tmp_path):
         yield e
     finally:
         e.cleanup()
+
+
+@pytest.fixture(scope="session")
+def user():
+    """An unprivileged user who can mount (see unprivileged.py); removed after the session."""
+    with Unprivileged(REPO) as account:
+        yield account
+
+
+@pytest.fixture
+def user_env(user):
+    """An Env that belongs to ``user`` (its CLI runs as the user), not yet mounted."""
+    top = tempfile.mkdtemp(prefix="realmfs-user-")     # pytest's tmp_path is root's alone
+    os.chmod(top, 0o755)
+    e = Env(top, user=user)
+    try:
+        yield e
+    finally:
+        e.cleanup()
+        shutil.rmtree(top, ignore_errors=True)
 
 
 @pytest.fixture

@@ -11,18 +11,21 @@ below the mountpoint, or to work below a directory whose path is longer than PAT
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import stat
 import sys
+import time
 
 NAME_MAX = 255
 PATH_MAX = 4096
 
 
 def observe(path: str, dir_fd: int | None = None) -> list:
-    """What must agree between the mount and ext4 (not inode numbers, blocks or times)."""
-    st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+    """What must agree between the mount and ext4 (not inode numbers, blocks or times);
+    ``path`` "" with ``dir_fd``: the open file itself."""
+    st = os.fstat(dir_fd) if path == "" else os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
     size = st.st_size if not stat.S_ISDIR(st.st_mode) else None   # a directory's size is the fs's own
     return [stat.filemode(st.st_mode), oct(st.st_mode), st.st_nlink, st.st_uid, st.st_gid, size]
 
@@ -128,7 +131,70 @@ def long_paths(root: str) -> dict:
     return rec.seen
 
 
-SCENARIOS = {"long_paths": long_paths}
+# ------------------------------------------------------------------ times (issue 10 item 3)
+UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
+ATTR_TIMEOUT = 1.2      # longer than the mount's attr_timeout: the next stat asks the daemon
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def utimensat(path: str, atime: tuple[int, int] | None, mtime: tuple[int, int] | None) -> None:
+    """utimensat(AT_FDCWD, path, ...): (sec, nsec) pairs, UTIME_NOW / UTIME_OMIT as nsec."""
+    times = None if atime is None else (_Timespec * 2)(_Timespec(*atime), _Timespec(*mtime))
+    if _libc.utimensat(-100, os.fsencode(path), times, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+
+
+def times(_root: str) -> dict:
+    """utimensat with nanoseconds, UTIME_NOW and UTIME_OMIT; stat, readdir and an open
+    without a read leave atime alone, also once the kernel's attribute cache expired."""
+    rec = Recorder()
+
+    def both(path: str) -> list:
+        st = os.stat(path, follow_symlinks=False)
+        return [st.st_atime_ns, st.st_mtime_ns]
+
+    def near_now(ns: int, before: int) -> bool:      # the kernel's clock is coarse: a tick either side
+        return before - 50_000_000 <= ns <= time.time_ns() + 50_000_000
+
+    write_file("f", b"z" * 10000)
+    os.mkdir("d")
+    write_file("d/g", b"y" * 100)
+    old_atime, old_mtime = (978_307_200, 123_456_789), (1_577_836_800, 987_654_321)    # 2001, 2020
+    for path in ("f", "d/g", "d"):
+        rec(f"set {path}", utimensat, path, old_atime, old_mtime)
+        rec(f"after set {path}", both, path)
+    time.sleep(ATTR_TIMEOUT)
+    rec("stat", lambda: [both("f"), both("d/g")])
+    rec("ls -l", lambda: [[name, both(os.path.join("d", name))] for name in sorted(os.listdir("d"))])
+    fd = os.open("f", os.O_RDONLY)
+    os.close(fd)
+    time.sleep(ATTR_TIMEOUT)
+    rec("after wait", lambda: [both("f"), both("d/g")])
+    rec("dir atime moved by readdir", lambda: both("d")[0] != old_atime[0] * 10**9 + old_atime[1])
+    rec("omit atime", utimensat, "f", (0, UTIME_OMIT), (1_600_000_000, 1))
+    rec("after omit atime", both, "f")
+    rec("omit mtime", utimensat, "f", (1_000_000_000, 999_999_999), (0, UTIME_OMIT))
+    rec("after omit mtime", both, "f")
+    before = time.time_ns()
+    rec("now mtime", utimensat, "f", (0, UTIME_OMIT), (0, UTIME_NOW))
+    atime, mtime = both("f")
+    rec.seen["after now mtime"] = [atime, near_now(mtime, before)]
+    before = time.time_ns()
+    rec("now both", utimensat, "f", None, None)
+    rec.seen["after now both"] = [near_now(t, before) for t in both("f")]
+    rec("negative and far", utimensat, "f", (-1, 500), (4_102_444_800, 7))     # 1969 and 2100
+    rec("after negative and far", both, "f")
+    return rec.seen
+
+
+SCENARIOS = {"long_paths": long_paths, "times": times}
 
 
 def main(argv: list[str]) -> int:
