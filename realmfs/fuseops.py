@@ -155,13 +155,24 @@ class RealmfsOps(Operations):
             log.warning("removed %d unlinked-but-open file(s) left by an unclean unmount", removed)
         return removed
 
-    def _owner(self, dir_fd: int, name: str) -> None:
-        """Give a new node to the calling user when the daemon runs as root."""
+    def _owner(self, dir_fd: int, name: str, mode: int | None = None) -> None:
+        """Give a new node to the calling user when the daemon runs as root, as ext4 would:
+        the caller's uid; the directory's gid if it is set-gid (the backing file system
+        already gave a new directory the set-gid bit), else the caller's gid. chown clears
+        the set-id bits of a file, so ``mode`` (what the kernel asked for, its set-gid
+        already dropped where the caller may not have it) is put back after it."""
         if os.geteuid() != 0:
-            return
+            return      # the backing file system applies its own rules to the daemon's user
         uid, gid, _pid = fuse_get_context()
-        if uid or gid:
-            os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+        parent = os.fstat(dir_fd)
+        if parent.st_mode & stat.S_ISGID:
+            gid = parent.st_gid
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if (st.st_uid, st.st_gid) == (uid, gid):
+            return
+        os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+        if mode is not None and mode & (stat.S_ISUID | stat.S_ISGID) and not stat.S_ISDIR(st.st_mode):
+            os.chmod(name, stat.S_IMODE(mode), dir_fd=dir_fd, follow_symlinks=False)
 
     # ------------------------------------------------------------------ attributes
     def _handle(self, fh):
@@ -373,7 +384,7 @@ class RealmfsOps(Operations):
                 self._release(number)
             else:
                 os.mknod(name, mode, dev, dir_fd=dir_fd)
-            self._owner(dir_fd, name)
+            self._owner(dir_fd, name, mode)
 
     # ------------------------------------------------------------------ file data
     def create(self, path, mode, fi):
@@ -381,7 +392,7 @@ class RealmfsOps(Operations):
             number = self.files.open(name, path, self._realm(path), fi.flags, stat.S_IMODE(mode),
                                      dir_fd=dir_fd)
             try:
-                self._owner(dir_fd, name)
+                self._owner(dir_fd, name, mode)
                 file = self.files.get(number).file
                 if fi.flags & os.O_TRUNC and file.size:
                     file.truncate(0)

@@ -194,7 +194,50 @@ def times(_root: str) -> dict:
     return rec.seen
 
 
-SCENARIOS = {"long_paths": long_paths, "times": times}
+# ------------------------------------------------------------------ owners and modes (issue 10 item 5)
+def params() -> dict:
+    return json.loads(os.environ.get("POSIXOPS_PARAMS", "{}"))
+
+
+def prepare_owners(root: str, other_gid: int) -> None:
+    """As root: ``sgo``, a set-gid directory of a group the unprivileged user is not in."""
+    os.mkdir(os.path.join(root, "sgo"))
+    os.chown(os.path.join(root, "sgo"), -1, other_gid)
+    os.chmod(os.path.join(root, "sgo"), 0o2777)
+
+
+def owners(_root: str) -> dict:
+    """New nodes in set-gid directories, set-id bits at create, chmod, chown and write."""
+    rec = Recorder()
+    member = params()["member_gid"]
+    rec("mkdir sg", os.mkdir, "sg", 0o775)
+    rec("chgrp sg", os.chown, "sg", -1, member)
+    rec("chmod sg", os.chmod, "sg", 0o2775)
+    rec("sg", observe, "sg")
+    names = ("file", "setid", "dir", "dir/file", "dir/sub", "fifo", "symlink")
+    for base in (".", "sg", "sgo"):
+        rec(f"{base}/file", write_file, f"{base}/file", b"x", 0o644)
+        rec(f"{base}/setid", write_file, f"{base}/setid", b"x", 0o6755)
+        rec(f"{base}/dir", os.mkdir, f"{base}/dir", 0o755)
+        rec(f"{base}/dir/file", write_file, f"{base}/dir/file", b"x")
+        rec(f"{base}/dir/sub", os.mkdir, f"{base}/dir/sub")
+        rec(f"{base}/fifo", os.mkfifo, f"{base}/fifo", 0o644)
+        rec(f"{base}/symlink", os.symlink, "file", f"{base}/symlink")
+        rec(f"{base} seen", lambda: [observe(f"{base}/{name}") for name in names])
+    for base in (".", "sgo"):
+        rec(f"chmod g+s {base}/file", os.chmod, f"{base}/file", 0o2755)
+        rec(f"chmod u+s {base}/file", os.chmod, f"{base}/file", 0o4755)
+        rec(f"chmod {base}/file seen", observe, f"{base}/file")
+    rec("chown to member", os.chown, "setid", -1, member)
+    rec("chown seen", observe, "setid")
+    rec("write to set-id", write_file, "sg/setid", b"written", 0o600)
+    rec("write seen", observe, "sg/setid")
+    rec("truncate set-id", os.truncate, "sgo/setid", 1)
+    rec("truncate seen", observe, "sgo/setid")
+    return rec.seen
+
+
+SCENARIOS = {"long_paths": long_paths, "times": times, "owners": owners}
 
 
 def main(argv: list[str]) -> int:

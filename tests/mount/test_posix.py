@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pytest
 
 from realmfs.backinglock import pid_alive
+from tests.mount import posixops
 from tests.mount.conftest import REPO, Env, run_cli
 from tests.mount.unprivileged import Unprivileged
 
@@ -88,6 +89,15 @@ def test_long_paths_and_name_max_names_work_as_on_ext4(where):
 def test_times_with_nanoseconds_and_stat_leaves_atime_alone(where):
     expected, diff = where.compare("times")
     assert expected["stat"][0] == [978_307_200_123_456_789, 1_577_836_800_987_654_321]
+    assert diff == {}
+
+
+def test_owners_and_set_id_bits_as_on_ext4(where, user):
+    other_gid = user.member_gid if where.own_mount else user.other_gid
+    for directory in (where.mount_dir, where.plain_dir):
+        posixops.prepare_owners(directory, other_gid)
+    expected, diff = where.compare("owners", {"member_gid": user.member_gid})
+    assert expected["sg"][1] == oct(0o42775) and expected["sg/dir/sub"] is None
     assert diff == {}
 
 
