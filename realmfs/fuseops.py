@@ -49,6 +49,7 @@ from .config import FUSE_HIDDEN_PREFIX, RENAME_TEMP_PREFIX
 from .errors import IntegrityError, RealmfsError
 from .fileheader import HeaderProblem
 from .layout import HEADER_SIZE, body_to_data_size
+from .linkattrs import LinkAttrs
 from .openfiles import OpenFiles
 from .pagecipher import PageCipher
 
@@ -58,9 +59,9 @@ SIZE_CACHE_ENTRIES = 4096
 HIDDEN_PREFIX = FUSE_HIDDEN_PREFIX     # libfuse's name for unlinked files that are still open
 
 
-def stat_dict(st: os.stat_result, size: int | None = None) -> dict:
+def stat_dict(st: os.stat_result, size: int | None = None, nlink: int | None = None) -> dict:
     result = {
-        "st_mode": st.st_mode, "st_ino": st.st_ino, "st_nlink": st.st_nlink,
+        "st_mode": st.st_mode, "st_ino": st.st_ino, "st_nlink": st.st_nlink if nlink is None else nlink,
         "st_uid": st.st_uid, "st_gid": st.st_gid,
         "st_size": st.st_size if size is None else size,
         # use_ns: fusepy takes integers of nanoseconds
@@ -83,7 +84,7 @@ class RealmfsOps(Operations):
     getxattr = setxattr = listxattr = removexattr = None
 
     def __init__(self, backing: str, cipher: PageCipher, is_realm_file, reserved_names,
-                 read_only: bool = False):
+                 read_only: bool = False, timeouts: tuple[float, float, float] = (1.0, 1.0, 1.0)):
         self.backing = os.path.realpath(backing)
         self.root = BackingDir(self.backing)     # every path is resolved under this fd
         self.cipher = cipher
@@ -91,6 +92,7 @@ class RealmfsOps(Operations):
         self.reserved = frozenset(reserved_names)
         self.read_only = read_only
         self.files = OpenFiles(cipher, read_only=read_only)
+        self.links = LinkAttrs(timeouts)     # entry, negative, attr: hard links coherent (linkattrs.py)
         self._sizes: OrderedDict[tuple, int] = OrderedDict()
         self._sizes_lock = threading.Lock()
         self.destroyed = False
@@ -182,15 +184,20 @@ class RealmfsOps(Operations):
         if fh:
             handle = self._handle(fh)
             st = os.fstat(handle.open_file.fd)
-            return stat_dict(st, handle.file.size)
+            self.links.replying(st, is_open=True)
+            # libfuse itself takes one off for a hidden name's own node
+            return stat_dict(st, handle.file.size, self.links.shown_nlink(st) + handle.hidden)
         with self._at(path) as (dir_fd, name):
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             if not stat.S_ISREG(st.st_mode):
+                self.links.replying(st, is_open=False)
                 return stat_dict(st)
-            return stat_dict(st, self._logical_size(dir_fd, name, path, st))
+            entry = self.files.lookup_inode(st.st_dev, st.st_ino)
+            self.links.replying(st, is_open=entry is not None)
+            nlink = self.links.shown_nlink(st) + name.startswith(HIDDEN_PREFIX)
+            return stat_dict(st, self._logical_size(dir_fd, name, path, st, entry), nlink)
 
-    def _logical_size(self, dir_fd: int, name: str, path: str, st: os.stat_result) -> int:
-        entry = self.files.lookup_inode(st.st_dev, st.st_ino)
+    def _logical_size(self, dir_fd: int, name: str, path: str, st: os.stat_result, entry) -> int:
         if entry is not None:
             return entry.file.size
         if st.st_size == 0:
@@ -312,6 +319,11 @@ class RealmfsOps(Operations):
 
     def unlink(self, path):
         with self._at(path) as (dir_fd, name):
+            if name.startswith(HIDDEN_PREFIX):     # libfuse drops a hidden name at last close
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                os.unlink(name, dir_fd=dir_fd)
+                self.links.hidden(st, -1)
+                return
             os.unlink(name, dir_fd=dir_fd)
 
     def symlink(self, target, source):
@@ -334,7 +346,12 @@ class RealmfsOps(Operations):
                     self._rename_converting(old, new, proc_path(old_fd, old_name),
                                             proc_path(new_fd, new_name), st)
                     return
+            hiding = new_name.startswith(HIDDEN_PREFIX)      # libfuse hides a name still open
+            st = os.stat(old_name, dir_fd=old_fd, follow_symlinks=False) if hiding else None
             os.rename(old_name, new_name, src_dir_fd=old_fd, dst_dir_fd=new_fd)
+        self.files.renamed(old, new, hiding)
+        if hiding:
+            self.links.hidden(st, +1)
 
     def _rename_converting(self, old: str, new: str, real_old: str, real_new: str,
                            st: os.stat_result) -> None:
@@ -374,6 +391,7 @@ class RealmfsOps(Operations):
                     and stat.S_ISREG(os.stat(src_name, dir_fd=src_fd, follow_symlinks=False).st_mode)):
                 raise FuseOSError(errno.EXDEV)     # one file, two names: it cannot have two layouts
             os.link(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+        self.links.linked(source)
 
     def mknod(self, path, mode, dev):
         with self._at_new(path) as (dir_fd, name):
@@ -466,6 +484,12 @@ class RealmfsOps(Operations):
 
     # ------------------------------------------------------------------ lifecycle
     def init(self, path):
+        """fusepy's init (libfuse 2)."""
+        self.init_with_config(None, None)
+
+    def init_with_config(self, conn, config):
+        """mfusepy's init: ``config`` is libfuse 3's own fuse_config (None on libfuse 2)."""
+        self.links.bind(config)
         log.info("mounted %s", self.backing)
 
     def destroy(self, path):

@@ -54,6 +54,7 @@ from .pagecipher import PageCipher
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 30.0
+TIMEOUTS = ("entry_timeout", "negative_timeout", "attr_timeout")    # in the order linkattrs.py needs
 UNMOUNT_TIMEOUT = 60.0
 
 
@@ -202,7 +203,8 @@ def _serve(backing, mountpoint, key, read_only, extra_options, status) -> int:
     lock = BackingLock(backing, mountpoint).acquire()
     try:
         ops = RealmfsOps(backing, PageCipher(key.raw), config.is_realm_file,
-                         configmod.RESERVED_NAMES, read_only=read_only)
+                         configmod.RESERVED_NAMES, read_only=read_only,
+                         timeouts=tuple(float(options[name]) for name in TIMEOUTS))
         if not read_only:
             ops.sweep_hidden()
         failure: list[BaseException] = []

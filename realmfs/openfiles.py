@@ -46,6 +46,8 @@ class OpenFile:
 class Handle:
     open_file: OpenFile
     nlink: int          # hard links of the file when it was opened (from the open's fstat)
+    path: str = ""      # the mount path it was opened by, kept through renames (``renamed``)
+    hidden: bool = False    # that name was renamed to .fuse_hidden* (unlinked while open)
 
     @property
     def file(self) -> EncryptedFile:
@@ -119,11 +121,20 @@ class OpenFiles:
                 number = next(self._numbers)
                 entry.refcount += 1
                 entry.handles.add(number)
-                self._handles[number] = Handle(entry, st.st_nlink)
+                self._handles[number] = Handle(entry, st.st_nlink, name)
         finally:
             if fd >= 0:
                 os.close(fd)
         return number
+
+    def renamed(self, old: str, new: str, hidden: bool) -> None:
+        """Follow a rename in the handles' paths (``hidden``: ``new`` is a .fuse_hidden name)."""
+        with self.lock:
+            for handle in self._handles.values():
+                if handle.path == old:
+                    handle.path, handle.hidden = new, handle.hidden or hidden
+                elif handle.path.startswith(old + "/"):
+                    handle.path = new + handle.path[len(old):]
 
     def get(self, number: int) -> Handle:
         handle = self._handles.get(number)

@@ -237,7 +237,53 @@ def owners(_root: str) -> dict:
     return rec.seen
 
 
-SCENARIOS = {"long_paths": long_paths, "times": times, "owners": owners}
+# ------------------------------------------------------------------ hard links (issue 10 item 6)
+def links(_root: str) -> dict:
+    """After every operation on one name, every name (and an fd open on one of them) shows
+    the same nlink, size, mode, owner and times, at once: no waiting for a cache."""
+    rec = Recorder()
+    member = params().get("member_gid", os.getgid())
+    live = ["f3"]
+    os.mkdir("d")
+    write_file("f3", b"a" * 100)
+    os.stat("f3")                 # cached by the kernel while it has one link
+    held = os.open("f3", os.O_RDONLY) if params().get("open_before_link") else None
+
+    def step(label: str, fn, *args) -> None:
+        rec(label, fn, *args)
+        fds = [] if held is None else [held]
+        stats = [os.stat(name, follow_symlinks=False) for name in live] + [os.fstat(fd) for fd in fds]
+        rec.seen[label + " seen"] = [observe(name) for name in live] + [observe("", fd) for fd in fds]
+        rec.seen[label + " same times"] = len({(st.st_mtime_ns, st.st_ctime_ns) for st in stats}) == 1
+
+    def append(name: str, size: int) -> None:
+        with open(name, "ab") as f:
+            f.write(b"w" * size)
+
+    step("link f3 f4", lambda: (os.link("f3", "f4"), live.append("f4")))
+    held = os.open("f3", os.O_RDONLY) if held is None else held
+    step("write f3", append, "f3", 5000)
+    step("link f4 d/f5", lambda: (os.link("f4", "d/f5"), live.append("d/f5")))
+    step("chmod f4", os.chmod, "f4", 0o600)
+    step("chown d/f5", os.chown, "d/f5", -1, member)
+    step("truncate f3", os.truncate, "f3", 10)
+    step("utime d/f5", os.utime, "d/f5", (1_000_000_000, 2_000_000_000))
+    fd = os.open("f4", os.O_WRONLY)
+    step("pwrite f4 open", os.pwrite, fd, b"p" * 3000, 7000)
+    step("ftruncate f4 open", os.ftruncate, fd, 20)
+    os.close(fd)
+    step("unlink f3", lambda: (os.unlink("f3"), live.remove("f3")))
+    step("rename d/f5 f6", lambda: (os.rename("d/f5", "f6"), live.remove("d/f5"), live.append("f6")))
+    write_file("g", b"g" * 7)
+    step("rename g over f4", lambda: (os.rename("g", "f4"), live.remove("f4")))
+    step("link f6 f7", lambda: (os.link("f6", "f7"), live.append("f7")))
+    step("unlink f6", lambda: (os.unlink("f6"), live.remove("f6")))
+    os.close(held)
+    rec("f4 is g", read_file, "f4")
+    return rec.seen
+
+
+SCENARIOS = {"long_paths": long_paths, "times": times, "owners": owners, "links": links}
 
 
 def main(argv: list[str]) -> int:

@@ -124,3 +124,23 @@ def test_an_unprivileged_user_mounts_uses_and_unmounts(user_env, user):
     assert not pid_alive(pid)
     assert e.decrypt("hello") == b"mine"
 
+
+
+def _libfuse_major() -> int:
+    """The libfuse major version the daemon's binding loads (libfuse 2 unless it says)."""
+    from realmfs import mount
+    fuse_class = mount._import_fuse()
+    return getattr(sys.modules[fuse_class.__module__], "fuse_version_major", 2)
+
+
+@pytest.mark.parametrize("open_before_link", [False, True], ids=["closed", "open"])
+def test_every_name_of_a_hard_link_shows_the_same_attributes_at_once(request, where, user,
+                                                                    open_before_link):
+    if open_before_link and _libfuse_major() < 3:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "libfuse 2 cannot invalidate a name: the first name of a file linked while open "
+            "stays cached for up to attr_timeout (linkattrs.py)")))
+    expected, diff = where.compare("links", {"member_gid": user.member_gid,
+                                             "open_before_link": open_before_link})
+    assert expected["unlink f3 seen"][0][2] == 2 and expected["unlink f3 same times"] is True
+    assert diff == {}
