@@ -98,9 +98,11 @@ def _publish_new_file(tmp: str, path: str):
     except FileExistsError:
         return                    # another process created it first: open theirs
     except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK,
+                             errno.EXDEV):
             raise
-        # No hard links on this filesystem: rename is still atomic; the window
+        # No hard links on this filesystem (or none between these two names: an encrypting
+        # filesystem may store them differently): rename is still atomic; the window
         # in which a concurrent creator could be replaced is the exists() check.
         if not os.path.exists(path):
             os.rename(tmp, path)

@@ -5,6 +5,11 @@ refused before any file is touched, even in an empty directory. It holds:
 
 * ``version``       config format version
 * ``realm_pattern`` glob for files kept in Realm Core's own layout (default ``*.realm``)
+* ``plain_patterns`` globs for files kept as they are, unencrypted: Realm Core's auxiliary
+                    files, which Realm Core itself never encrypts (``X.realm.lock``, the
+                    ``.note`` FIFO, the ``.management`` directory, ...; see ``kind_of``).
+                    Absent when it is the default for the realm pattern
+                    (``default_plain_patterns``), so configs of older versions keep their MAC
 * ``key_check``     HMAC-SHA224(mac key, context || AES-256(aes key, 16 zero bytes)):
                     proves both halves of the key without revealing either
 * ``keyslots``      wrapped copies of the key (passphrases, recovery keys); may be empty
@@ -15,9 +20,14 @@ refused before any file is touched, even in an empty directory. It holds:
 * ``mac``           HMAC-SHA224(mac key, context || canonical JSON of all other fields):
                     the options cannot be changed without the key
 
+Every file under BACKING is of one kind, decided by ``Config.kind_of`` alone: ``plain``
+(a plain-pattern name, or anything under a directory of such a name), else ``realm``
+(the realm pattern), else ``header`` (realmfs's header layout).
+
 Invariants: the file is replaced atomically (temp file, fsync, rename, fsync of
 the directory); a config that fails ``unlock`` is never used; a directory without
-a config (files made by Realm Core) is checked against its files instead.
+a config (files made by Realm Core) is checked against its files instead, with the
+default patterns, and refused if it holds files that no pattern or layout explains.
 """
 
 from __future__ import annotations
@@ -50,6 +60,14 @@ RENAME_TEMP_PREFIX = ".realmfs-rename-"
 FUSE_HIDDEN_PREFIX = ".fuse_hidden"
 CONFIG_VERSION = 1
 DEFAULT_REALM_PATTERN = "*.realm"
+# What Realm Core keeps beside a database X and never encrypts, also with a key set
+# (realm-core src/realm/db.cpp DB::get_core_file, backup_restore.cpp): the lock file
+# (shared info, mmapped), the notification FIFO, the management directory (lock and
+# mutex emulation FIFOs/files), the legacy log header and the upgrade backup's text log.
+# Also beside X.fresh, the copy a sync client reset downloads. See docs/threat-model.md.
+REALM_AUX_SUFFIXES = (".lock", ".note", ".management", ".log", ".backup-log")
+REALM_AUX_BASES = ("", ".fresh")
+KIND_REALM, KIND_HEADER, KIND_PLAIN = "realm", "header", "plain"
 _CHECK_CONTEXT = b"realmfs-key-check\x00"
 _MAC_CONTEXT = b"realmfs-config\x00"
 
@@ -63,16 +81,40 @@ class Config:
     rekey: dict | None = None
     mac: str = ""
     path: str = ""
+    plain_patterns: list | None = None     # None: default_plain_patterns(realm_pattern)
 
     def is_realm_file(self, name: str) -> bool:
         return fnmatch.fnmatchcase(os.path.basename(name), self.realm_pattern)
+
+    @property
+    def plain_globs(self) -> list:
+        if self.plain_patterns is None:
+            return default_plain_patterns(self.realm_pattern)
+        return list(self.plain_patterns)
+
+    def kind_of(self, path: str) -> str:
+        """KIND_PLAIN, KIND_REALM or KIND_HEADER for ``path`` relative to BACKING ('/' or
+        os.sep separated; a leading '/' is ignored): plain if its name or the name of any
+        directory above it matches a plain pattern (a ``.management`` directory's FIFOs)."""
+        parts = [part for part in path.replace(os.sep, "/").split("/") if part]
+        globs = self.plain_globs
+        if any(fnmatch.fnmatchcase(part, glob) for part in parts for glob in globs):
+            return KIND_PLAIN
+        return KIND_REALM if parts and fnmatch.fnmatchcase(parts[-1], self.realm_pattern) else KIND_HEADER
 
     def fields(self) -> dict:
         fields = {"version": self.version, "realm_pattern": self.realm_pattern,
                   "key_check": self.key_check, "keyslots": self.keyslots}
         if self.rekey is not None:     # absent otherwise, so older configs' MACs still hold
             fields["rekey"] = self.rekey
+        if self.plain_patterns is not None:     # likewise: absent means the default
+            fields["plain_patterns"] = self.plain_patterns
         return fields
+
+
+def default_plain_patterns(realm_pattern: str = DEFAULT_REALM_PATTERN) -> list:
+    """Realm Core's auxiliary names for databases matching ``realm_pattern``."""
+    return [realm_pattern + base + suffix for base in REALM_AUX_BASES for suffix in REALM_AUX_SUFFIXES]
 
 
 def key_check_value(key: Key) -> str:
@@ -98,12 +140,15 @@ def require_directory(path: str, what: str = "backing directory") -> None:
 
 
 def create(backing: str, key: Key, realm_pattern: str = DEFAULT_REALM_PATTERN,
-           keyslots: list | None = None) -> Config:
+           keyslots: list | None = None, plain_patterns: list | None = None) -> Config:
     """Write a new config into ``backing``; refuse if one is there already."""
     require_directory(backing)
     if os.path.exists(config_path(backing)):
         raise AlreadyExists(f"{backing} is already initialised ({CONFIG_NAME} exists)")
-    config = Config(realm_pattern=realm_pattern, key_check=key_check_value(key), keyslots=keyslots or [])
+    if plain_patterns is not None and list(plain_patterns) == default_plain_patterns(realm_pattern):
+        plain_patterns = None
+    config = Config(realm_pattern=realm_pattern, key_check=key_check_value(key), keyslots=keyslots or [],
+                    plain_patterns=None if plain_patterns is None else list(plain_patterns))
     save(backing, config, key)
     return config
 
@@ -151,7 +196,15 @@ def load(backing: str) -> Config | None:
                       f"this realmfs reads version {CONFIG_VERSION}")
     return Config(version=document["version"], realm_pattern=document.get("realm_pattern", DEFAULT_REALM_PATTERN),
                   key_check=document["key_check"], keyslots=document.get("keyslots", []),
-                  rekey=document.get("rekey"), mac=document.get("mac", ""), path=path)
+                  rekey=document.get("rekey"), mac=document.get("mac", ""), path=path,
+                  plain_patterns=_plain_patterns_field(document, path))
+
+
+def _plain_patterns_field(document: dict, path: str) -> list | None:
+    patterns = document.get("plain_patterns")
+    if patterns is not None and not (isinstance(patterns, list) and all(isinstance(p, str) for p in patterns)):
+        raise Damaged(f"{path}: plain_patterns is not a list of globs; restore it from a backup")
+    return patterns
 
 
 def unlock(config: Config, key: Key) -> None:
@@ -164,8 +217,14 @@ def unlock(config: Config, key: Key) -> None:
                       "restore it or run 'realmfs init' on a copy")
 
 
-def backing_files(backing: str):
-    """Regular files under ``backing`` that hold user data (reserved names skipped)."""
+def backing_files(backing: str, config: Config | None = None):
+    """Encrypted regular files under ``backing`` (reserved names and plain-pattern files
+    skipped; ``config`` gives the patterns, default: the directory's own config)."""
+    if config is None:
+        try:
+            config = load(backing) or Config()
+        except Damaged:          # the caller reports a bad config itself
+            config = Config()
     for root, dirs, files in os.walk(backing):
         dirs.sort()
         for name in sorted(files):
@@ -173,19 +232,21 @@ def backing_files(backing: str):
                     or name.startswith(FUSE_HIDDEN_PREFIX)):
                 continue
             path = os.path.join(root, name)
-            if os.path.isfile(path) and not os.path.islink(path):
+            if (os.path.isfile(path) and not os.path.islink(path)
+                    and config.kind_of(os.path.relpath(path, backing)) != KIND_PLAIN):
                 yield path
 
 
-def check_key_against_files(backing: str, key: Key, realm_pattern: str = DEFAULT_REALM_PATTERN) -> None:
+def check_key_against_files(backing: str, key: Key, probe: Config | None = None) -> None:
     """Without a config: the key must open the first encrypted file that has written data.
 
     Raises NotEncrypted for a plain Realm file and WrongKey when a file does not
-    authenticate; an empty directory or one of empty files says nothing.
+    authenticate; an empty directory or one of empty files says nothing. Plain-pattern
+    files (``probe``'s, default patterns if None) say nothing about the key.
     """
     cipher = PageCipher(key.raw)
-    probe = Config(realm_pattern=realm_pattern)
-    for path in backing_files(backing):
+    probe = probe or Config()
+    for path in backing_files(backing, probe):
         if probe.is_realm_file(path):
             try:
                 f = open_backing(path, cipher, realm_layout=True, read_only=True)
@@ -210,10 +271,10 @@ def check_key_against_files(backing: str, key: Key, realm_pattern: str = DEFAULT
                                        "encrypt it with 'realmfs encrypt' before mounting") from None
 
 
-def find_plain_realm_files(backing: str) -> list[str]:
-    """Files under ``backing`` that start with a Realm header in clear (``T-DB``)."""
+def find_plain_realm_files(backing: str, config: Config | None = None) -> list[str]:
+    """Encrypted-kind files under ``backing`` that start with a Realm header in clear (``T-DB``)."""
     found = []
-    for path in backing_files(backing):
+    for path in backing_files(backing, config):
         with open(path, "rb") as raw:
             if looks_like_plain_realm(raw.read(24)):
                 found.append(path)
@@ -233,9 +294,9 @@ def open_backing_dir(backing: str, key: Key) -> Config:
                                   f"'realmfs rekey {backing}' (same options as before)")
         unlock(config, key)
     else:
-        check_key_against_files(backing, key)
         config = Config(path=config_path(backing))
-    plain = find_plain_realm_files(backing)
+        check_key_against_files(backing, key, config)
+    plain = find_plain_realm_files(backing, config)
     if plain:
         more = f" (and {len(plain) - 1} more)" if len(plain) > 1 else ""
         raise NotEncrypted(f"{plain[0]}{more} is an unencrypted Realm file; "

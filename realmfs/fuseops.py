@@ -13,18 +13,22 @@ one place exceptions become errno:
 Nothing reaches fusepy's own handler, whose default is EINVAL.
 
 Invariants
-* Regular files are always encrypted; FIFOs, sockets and device nodes pass
-  through as they are (there is no data to encrypt; Realm Core's ``.note``).
+* Every regular file has one kind, from the config's patterns (``config.kind_of``, the
+  one place it is decided): ``realm`` and ``header`` files are encrypted, ``plain`` ones
+  (Realm Core's auxiliary files: ``X.realm.lock``, anything in ``X.realm.management/``)
+  pass through byte for byte, as Realm Core leaves them. FIFOs, sockets and device nodes
+  pass through as they are (there is no data to encrypt; Realm Core's ``.note``).
 * ``getattr`` reports the logical size: from the EncryptedFile when open, else
-  from the physical size (realm layout) or the header page (header layout),
+  from the physical size (realm layout and plain files) or the header page (header layout),
   cached per inode with (mtime, ctime, physical size) and refreshed at every last
   close, so ``ls`` decrypts nothing and never sees a stale size.
 * The config and lock files of BACKING are invisible and cannot be created.
-* A file never changes layout under its data. A rename between a realm name and a
-  non-realm name re-encrypts a closed regular file into the target's layout
-  (transcode.py; Realm Core's compaction renames ``X.realm.tmp_compaction_space`` to
-  ``X.realm``); for a file that is open or has other hard links it is EXDEV, and so is
-  every such hard link (``mv`` then copies). The rename's temporaries
+* A file never changes layout under its data. A rename between names of two kinds
+  re-encodes a closed regular file into the target's kind (transcode.py; Realm Core's
+  compaction renames ``X.realm.tmp_compaction_space`` to ``X.realm``); for a file that is
+  open or has other hard links it is EXDEV, and so is every such hard link, and the
+  rename of a non-empty directory into or out of a plain name (``mv`` then copies,
+  file by file, each into its own kind). The rename's temporaries
   (``RENAME_TEMP_PREFIX``) are invisible at every level and cannot be created.
 * The kernel page cache is kept across opens (keep_cache) except for files with
   several hard links: libfuse shows each link as its own kernel inode, so those
@@ -45,7 +49,7 @@ from fuse import FuseOSError, Operations, fuse_get_context
 
 from . import fileheader, transcode
 from .backingdir import BackingDir, open_quietly, proc_path, set_times
-from .config import FUSE_HIDDEN_PREFIX, RENAME_TEMP_PREFIX
+from .config import FUSE_HIDDEN_PREFIX, KIND_HEADER, KIND_PLAIN, KIND_REALM, RENAME_TEMP_PREFIX
 from .errors import IntegrityError, RealmfsError
 from .fileheader import HeaderProblem
 from .layout import HEADER_SIZE, body_to_data_size
@@ -83,12 +87,12 @@ class RealmfsOps(Operations):
     # (else every write() costs a getxattr("security.capability") round trip).
     getxattr = setxattr = listxattr = removexattr = None
 
-    def __init__(self, backing: str, cipher: PageCipher, is_realm_file, reserved_names,
+    def __init__(self, backing: str, cipher: PageCipher, kind_of, reserved_names,
                  read_only: bool = False, timeouts: tuple[float, float, float] = (1.0, 1.0, 1.0)):
         self.backing = os.path.realpath(backing)
         self.root = BackingDir(self.backing)     # every path is resolved under this fd
         self.cipher = cipher
-        self.is_realm_file = is_realm_file
+        self.kind_of = kind_of      # mount path -> config.KIND_* (Config.kind_of)
         self.reserved = frozenset(reserved_names)
         self.read_only = read_only
         self.files = OpenFiles(cipher, read_only=read_only)
@@ -138,8 +142,8 @@ class RealmfsOps(Operations):
         name = path.rpartition("/")[2]
         return (path.count("/") == 1 and name in self.reserved) or name.startswith(RENAME_TEMP_PREFIX)
 
-    def _realm(self, path: str) -> bool:
-        return bool(self.is_realm_file(os.path.basename(path)))
+    def _kind(self, path: str) -> str:
+        return self.kind_of(path)
 
     def sweep_hidden(self) -> int:
         """Remove what a crashed daemon left: .fuse_hidden* files (unlinked files nobody can
@@ -202,7 +206,10 @@ class RealmfsOps(Operations):
             return entry.file.size
         if st.st_size == 0:
             return 0
-        if self._realm(path):
+        kind = self._kind(path)
+        if kind == KIND_PLAIN:
+            return st.st_size
+        if kind == KIND_REALM:
             return body_to_data_size(st.st_size)
         with self._sizes_lock:
             cached = self._sizes.get((st.st_dev, st.st_ino))
@@ -240,7 +247,7 @@ class RealmfsOps(Operations):
         coarse to notice two header updates that keep the physical size)."""
         handle = self.files.get(number)
         entry = handle.open_file
-        if entry.refcount == 1 and not entry.file.realm_layout:
+        if entry.refcount == 1 and entry.kind == KIND_HEADER:
             try:
                 self._remember_size(os.fstat(entry.fd), entry.file.size)
             except OSError:
@@ -335,17 +342,23 @@ class RealmfsOps(Operations):
     def _crosses_layouts(self, old: str, new: str) -> bool:
         # libfuse hides an unlinked open file as .fuse_hidden*: a plain rename, the open
         # EncryptedFile keeps its layout and the file only waits for its last close
-        return self._realm(old) != self._realm(new) and not os.path.basename(new).startswith(HIDDEN_PREFIX)
+        return self._kind(old) != self._kind(new) and not os.path.basename(new).startswith(HIDDEN_PREFIX)
 
     def rename(self, old, new):
         with self._at(old) as (old_fd, old_name), self._at_new(new) as (new_fd, new_name):
             if self._crosses_layouts(old, new):
                 st = os.stat(old_name, dir_fd=old_fd, follow_symlinks=False)
-                if stat.S_ISREG(st.st_mode):     # directories and specials hold no pages
+                if stat.S_ISREG(st.st_mode):     # specials hold no pages
                     # transcode.py takes paths: short ones through /proc, whatever the depth
                     self._rename_converting(old, new, proc_path(old_fd, old_name),
                                             proc_path(new_fd, new_name), st)
                     return
+                if (stat.S_ISDIR(st.st_mode) and (self._kind(old) == KIND_PLAIN) != (self._kind(new) == KIND_PLAIN)
+                        and os.listdir(proc_path(old_fd, old_name))):
+                    # the files inside would change kind under their data: mv copies them instead
+                    log.warning("rename %s -> %s refused (EXDEV): the directory's files would change "
+                                "between plain and encrypted", old, new)
+                    raise FuseOSError(errno.EXDEV)
             hiding = new_name.startswith(HIDDEN_PREFIX)      # libfuse hides a name still open
             st = os.stat(old_name, dir_fd=old_fd, follow_symlinks=False) if hiding else None
             os.rename(old_name, new_name, src_dir_fd=old_fd, dst_dir_fd=new_fd)
@@ -370,11 +383,11 @@ class RealmfsOps(Operations):
             raise FuseOSError(errno.EISDIR)      # what rename(2) says, before any copying
         if not self.files.hold_closed(st.st_dev, st.st_ino):
             log.warning("rename %s -> %s refused (EXDEV): the file is open, and changing its layout "
-                        "(realm <-> header) needs it closed; close it first, or copy it", old, new)
+                        "(realm, header, plain) needs it closed; close it first, or copy it", old, new)
             raise FuseOSError(errno.EXDEV)
         try:
-            transcode.convert_for_rename(real_old, real_new, self.cipher, self._realm(old),
-                                         self._realm(new), st)
+            transcode.convert_for_rename(real_old, real_new, self.cipher, self._kind(old),
+                                         self._kind(new), st)
         finally:
             self.files.release_held(st.st_dev, st.st_ino)
             self._forget_size(st)
@@ -397,7 +410,7 @@ class RealmfsOps(Operations):
         with self._at_new(path) as (dir_fd, name):
             if stat.S_ISREG(mode):
                 # a regular file made by mknod still needs its header: create it through the table
-                number = self.files.open(name, path, self._realm(path), os.O_EXCL, stat.S_IMODE(mode),
+                number = self.files.open(name, path, self._kind(path), os.O_EXCL, stat.S_IMODE(mode),
                                          dir_fd=dir_fd)
                 self._release(number)
             else:
@@ -407,7 +420,7 @@ class RealmfsOps(Operations):
     # ------------------------------------------------------------------ file data
     def create(self, path, mode, fi):
         with self._at_new(path) as (dir_fd, name):
-            number = self.files.open(name, path, self._realm(path), fi.flags, stat.S_IMODE(mode),
+            number = self.files.open(name, path, self._kind(path), fi.flags, stat.S_IMODE(mode),
                                      dir_fd=dir_fd)
             try:
                 self._owner(dir_fd, name, mode)
@@ -426,7 +439,7 @@ class RealmfsOps(Operations):
         if self.read_only and (accmode != os.O_RDONLY or fi.flags & os.O_TRUNC):
             raise FuseOSError(errno.EROFS)
         with self._at(path) as (dir_fd, name):
-            number = self.files.open(name, path, self._realm(path), fi.flags, dir_fd=dir_fd)
+            number = self.files.open(name, path, self._kind(path), fi.flags, dir_fd=dir_fd)
         handle = self.files.get(number)
         try:
             if fi.flags & os.O_TRUNC and accmode != os.O_RDONLY:
@@ -460,7 +473,7 @@ class RealmfsOps(Operations):
             if entry is not None:
                 entry.file.truncate(length)
                 return 0
-            number = self.files.open(name, path, self._realm(path), os.O_WRONLY, dir_fd=dir_fd)
+            number = self.files.open(name, path, self._kind(path), os.O_WRONLY, dir_fd=dir_fd)
         try:
             self.files.get(number).file.truncate(length)
         finally:

@@ -44,10 +44,10 @@ import time
 from dataclasses import dataclass
 
 from . import config as configmod
-from . import fusermount, logfiles
+from . import fusermount, logfiles, verify
 from .backinglock import BackingLock, is_locked, pid_alive, read_owner
 from .mounttable import FSNAME_PREFIX, MountEntry, daemon_gone, find_mount, holders, is_mountpoint, realmfs_mounts
-from .errors import BackingLocked, BadPath, Busy, MountFailed, RealmfsError
+from .errors import BackingLocked, BadPath, Busy, MountFailed, NotRecognized, RealmfsError
 from .keys import KEY_ENV, Key
 from .pagecipher import PageCipher
 
@@ -85,14 +85,29 @@ def check_paths(backing: str, mountpoint: str) -> tuple[str, str]:
 
 
 def check_backing(backing: str, key: Key, mountpoint: str = "") -> configmod.Config:
-    """Key, plain-file and lock checks; writes nothing."""
+    """Key, plain-file, unencrypted-file and lock checks; writes nothing."""
     config = configmod.open_backing_dir(backing, key)
+    if not config.key_check:
+        check_all_encrypted(backing, config)
     owner = is_locked(backing)
     if owner is not None:
         where = f" at {owner['mountpoint']}" if owner.get("mountpoint") else ""
         raise BackingLocked(f"{backing} is already mounted by realmfs pid {owner.get('pid', '?')}{where}; "
                             "unmount it first ('realmfs status' lists mounts)")
     return config
+
+
+def check_all_encrypted(backing: str, config: configmod.Config, shown: int = 3) -> None:
+    """A directory without a config is a directory of Realm Core (or realmfs) files: refuse
+    one that holds files nobody encrypted (the mount could only answer EIO for them)."""
+    found = verify.unrecognized_files(backing, config)
+    if found:
+        names = ", ".join(os.path.relpath(p, backing) for p in found[:shown])
+        more = f" and {len(found) - shown} more" if len(found) > shown else ""
+        raise NotRecognized(f"{backing} has no realmfs config and holds files that are not encrypted "
+                            f"({names}{more}): encrypt the directory into a new one with 'realmfs "
+                            f"encrypt {backing} NEW' and mount that, or move them out (start a new "
+                            "directory with 'realmfs init')")
 
 
 def _escape_option(value: str) -> str:
@@ -202,7 +217,7 @@ def _serve(backing, mountpoint, key, read_only, extra_options, status) -> int:
     _raise_fd_limit()
     lock = BackingLock(backing, mountpoint).acquire()
     try:
-        ops = RealmfsOps(backing, PageCipher(key.raw), config.is_realm_file,
+        ops = RealmfsOps(backing, PageCipher(key.raw), config.kind_of,
                          configmod.RESERVED_NAMES, read_only=read_only,
                          timeouts=tuple(float(options[name]) for name in TIMEOUTS))
         if not read_only:

@@ -1,9 +1,10 @@
-"""The open-file table: one EncryptedFile per backing inode, however many handles.
+"""The open-file table: one file object per backing inode, however many handles.
 
 Every FUSE handle (``fh``) maps to an ``OpenFile`` keyed by the backing file's
 ``(st_dev, st_ino)``. All handles of an inode share one backing fd (O_RDWR, or
-O_RDONLY on a read-only mount), one EncryptedFile and so one lock and one IV cache:
-two handles can never hold different ideas of a page's counter.
+O_RDONLY on a read-only mount), one EncryptedFile (or PlainFile for a plain-pattern
+file, see plainfile.py) and so one lock and one IV cache: two handles can never hold
+different ideas of a page's counter.
 
 Invariants
 * Keyed by inode, not by path: rename and unlink of an open file keep working,
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from .backingdir import open_quietly
 from .pagecipher import PageCipher
 from .pagefile import EncryptedFile
+from .plainfile import PlainFile, open_file
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,9 @@ log = logging.getLogger(__name__)
 class OpenFile:
     key: tuple[int, int]
     fd: int
-    file: EncryptedFile
+    file: EncryptedFile | PlainFile
     name: str
+    kind: str           # config.KIND_*: the layout the file was opened with
     refcount: int = 0
     handles: set = field(default_factory=set)
 
@@ -50,7 +53,7 @@ class Handle:
     hidden: bool = False    # that name was renamed to .fuse_hidden* (unlinked while open)
 
     @property
-    def file(self) -> EncryptedFile:
+    def file(self) -> EncryptedFile | PlainFile:
         return self.open_file.file
 
 
@@ -85,16 +88,17 @@ class OpenFiles:
             self._held.discard((dev, ino))
             self._released.notify_all()
 
-    def open(self, backing_path: str, name: str, realm_layout: bool, flags: int,
+    def open(self, backing_path: str, name: str, kind: str, flags: int,
              create_mode: int | None = None, dir_fd: int | None = None) -> int:
-        """Open (or create, when ``create_mode`` is given) and return a new handle number;
-        ``backing_path`` is relative to ``dir_fd`` when that is given."""
+        """Open (or create, when ``create_mode`` is given) as a file of ``kind`` (config.KIND_*)
+        and return a new handle number; ``backing_path`` is relative to ``dir_fd`` when that
+        is given."""
         while True:
-            number = self._open_once(backing_path, name, realm_layout, flags, create_mode, dir_fd)
+            number = self._open_once(backing_path, name, kind, flags, create_mode, dir_fd)
             if number is not None:
                 return number
 
-    def _open_once(self, backing_path, name, realm_layout, flags, create_mode, dir_fd) -> int | None:
+    def _open_once(self, backing_path, name, kind, flags, create_mode, dir_fd) -> int | None:
         """One attempt; None if the inode was held closed (the caller opens the path again)."""
         osflags = (os.O_RDONLY if self.read_only else os.O_RDWR) | os.O_CLOEXEC | os.O_NOFOLLOW
         if create_mode is not None:
@@ -111,11 +115,11 @@ class OpenFiles:
                     return None
                 entry = self._by_inode.get(key)
                 if entry is None:
-                    ef = EncryptedFile(fd, self.cipher, realm_layout=realm_layout, name=name,
-                                       read_only=self.read_only, key_checked=True)
+                    ef = open_file(fd, self.cipher, kind, name=name, read_only=self.read_only,
+                                   key_checked=True)
                     # from here on reads are the user's: atime as ext4 (relatime) moves it
                     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NOATIME)
-                    entry = OpenFile(key, fd, ef, name)
+                    entry = OpenFile(key, fd, ef, name, kind)
                     self._by_inode[key] = entry
                     fd = -1          # owned by the entry now
                 number = next(self._numbers)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from . import config as configmod
 from . import keyslots
 from .backinglock import BackingLock
-from .config import TOOL_TEMP_SUFFIX
+from .config import KIND_HEADER, KIND_REALM, TOOL_TEMP_SUFFIX
 from .errors import AlreadyExists, BadPath, Damaged, IntegrityError, NotEncrypted, WrongKey
 from .keys import Key, read_key_file, write_key_file
 from .offline import directory_stats, temp_for
@@ -72,7 +72,8 @@ def _rekey_file(path: str, realm_layout: bool, old: PageCipher, new: PageCipher,
     """Rewrite one file under the new key: temp file, fsync, read back, rename over;
     owner, mode and times from ``st``; ``progress`` hears the bytes as they are copied."""
     temp = temp_for(path)
-    digest = write_copy(path, old, realm_layout, temp, new, realm_layout, progress)
+    kind = KIND_REALM if realm_layout else KIND_HEADER
+    digest = write_copy(path, old, kind, temp, new, kind, progress)
     check_read_back(temp, new, realm_layout, digest,
                     f"read-back of the rekeyed {path} does not match; the original is untouched")
     keep_metadata(temp, st)

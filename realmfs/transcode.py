@@ -2,12 +2,12 @@
 another key (``realmfs rekey``), plus the small helpers the offline tools share.
 
 * ``write_copy``: the plaintext of a backing file, copied in CHUNK-sized pieces through
-  two EncryptedFiles into a new backing file, fsynced; returns the SHA-256 of the
-  plaintext read.
+  two file objects of the given kinds (EncryptedFile, or PlainFile for a plain-pattern
+  file) into a new backing file, fsynced; returns the SHA-256 of the plaintext read.
 * ``check_read_back``: reopen a written file and compare its plaintext's SHA-256.
 * ``keep_metadata``: owner, mode and times of the file a rewrite replaces.
-* ``convert_for_rename``: the mount's rename between a realm-pattern name and another
-  name (see docs/mount.md): temp file in the target's directory, copy, fsync, owner,
+* ``convert_for_rename``: the mount's rename between names of two kinds (realm, header,
+  plain; see docs/mount.md): temp file in the target's directory, copy, fsync, owner,
   mode and times, rename over the target, fsync the directory, unlink the source.
 
 Invariants
@@ -32,6 +32,7 @@ from .errors import Damaged
 from .layout import PAGE_SIZE
 from .pagecipher import PageCipher
 from .pagefile import EncryptedFile, open_backing
+from .plainfile import open_path
 
 CHUNK = 256 * PAGE_SIZE   # 1 MiB per read/write: whole pages, a few metadata blocks
 
@@ -70,18 +71,19 @@ def plain_digest(ef: EncryptedFile, progress=None) -> str:
     return digest.hexdigest()
 
 
-def write_copy(src_path: str, src_cipher: PageCipher, src_realm: bool,
-               dst_path: str, dst_cipher: PageCipher, dst_realm: bool, progress=None) -> str:
-    """Copy the plaintext of ``src_path`` into the new file ``dst_path`` and fsync it.
+def write_copy(src_path: str, src_cipher: PageCipher, src_kind: str,
+               dst_path: str, dst_cipher: PageCipher, dst_kind: str, progress=None) -> str:
+    """Copy the plaintext of ``src_path`` (a file of ``src_kind``, config.KIND_*) into the
+    new file ``dst_path`` of ``dst_kind`` and fsync it.
 
-    The size follows the destination's layout: a header-layout source of 5000 bytes
-    becomes a .realm file of 8192 (whole pages, zero tail); a .realm source keeps its
-    whole-page size. Returns the SHA-256 of the plaintext read from the source.
+    The size follows the destination's layout: a header-layout or plain source of 5000
+    bytes becomes a .realm file of 8192 (whole pages, zero tail); a .realm source keeps
+    its whole-page size. Returns the SHA-256 of the plaintext read from the source.
     ``progress`` (optional) is told every chunk's plaintext bytes as they are written.
     """
-    src = open_backing(src_path, src_cipher, realm_layout=src_realm, read_only=True, key_checked=True)
+    src = open_path(src_path, src_cipher, src_kind, read_only=True, key_checked=True)
     try:
-        dst = open_backing(dst_path, dst_cipher, realm_layout=dst_realm, create=True)
+        dst = open_path(dst_path, dst_cipher, dst_kind, create=True)
         try:
             digest = hashlib.sha256()
             for offset in range(0, src.size, CHUNK):
@@ -117,9 +119,10 @@ def is_rename_temp(name: str) -> bool:
     return name.startswith(RENAME_TEMP_PREFIX) and name.endswith(TOOL_TEMP_SUFFIX)
 
 
-def convert_for_rename(real_old: str, real_new: str, cipher: PageCipher, old_realm: bool,
-                       new_realm: bool, st: os.stat_result) -> None:
-    """Rename ``real_old`` to ``real_new`` re-encrypting it into ``new_realm``'s layout.
+def convert_for_rename(real_old: str, real_new: str, cipher: PageCipher, old_kind: str,
+                       new_kind: str, st: os.stat_result) -> None:
+    """Rename ``real_old`` to ``real_new`` re-encoding it from ``old_kind`` into ``new_kind``
+    (config.KIND_*: encrypting, decrypting or changing the layout).
 
     ``st`` is the source's lstat; the caller guarantees nobody has the source open
     (the mount's open-file table) for the whole call.
@@ -127,7 +130,7 @@ def convert_for_rename(real_old: str, real_new: str, cipher: PageCipher, old_rea
     directory = os.path.dirname(real_new)
     temp = rename_temp_name(directory)
     try:
-        write_copy(real_old, cipher, old_realm, temp, cipher, new_realm)
+        write_copy(real_old, cipher, old_kind, temp, cipher, new_kind)
         keep_metadata(temp, st)
         os.rename(temp, real_new)                  # atomically replaces an existing target
     except BaseException:

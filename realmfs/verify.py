@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 # Counters in a file Realm Core or realmfs wrote are small; random or text bytes taken
 # as IV entries almost never are (ASCII text never: its u32s are >= 0x20202020).
 PLAUSIBLE_COUNTER = 1 << 20
+PLAIN_NAME = "a plain-pattern name: Realm Core's auxiliary file, kept unencrypted"
 
 
 class Severity(enum.IntEnum):
@@ -203,6 +204,23 @@ def _plausible(counter: int) -> bool:
     return counter < PLAUSIBLE_COUNTER or counter > COUNTER_MAX - PLAUSIBLE_COUNTER
 
 
+def unrecognized_files(backing: str, config: configmod.Config) -> list[str]:
+    """Encrypted-kind files under ``backing`` that are not empty and carry neither a realmfs
+    header nor Realm Core's IV table (nor a plain Realm header, which NotEncrypted reports):
+    files nobody encrypted, which a mount could only answer with EIO."""
+    found = []
+    for path in configmod.backing_files(backing, config):
+        with open(path, "rb") as f:
+            first = f.read(HEADER_SIZE)
+        if not first or has_realmfs_header(first) or looks_like_plain_realm(first):
+            continue
+        if config.kind_of(os.path.relpath(path, backing)) == configmod.KIND_REALM and not any(first):
+            continue    # Realm layout with no page written yet: reads as zeros, holds nothing
+        if not has_realm_iv_table(path):
+            found.append(path)
+    return found
+
+
 def detect_realm_layout(path: str) -> bool:
     """Layout of a lone file: realmfs header in front, or Realm Core's bare layout."""
     with open(path, "rb") as f:
@@ -230,6 +248,8 @@ def _scan_header(fd: int, report: FileReport, cipher: PageCipher) -> bool:
     """Read the header of a header-layout file; False if the pages cannot be checked."""
     page = os.pread(fd, HEADER_SIZE, 0)
     try:
+        if not has_realmfs_header(page):    # also when shorter than a header: nobody encrypted it
+            raise HeaderProblem("foreign", "no realmfs header")
         report.header = fileheader.unpack_page(page, cipher.mac_message)
     except HeaderProblem as problem:
         if problem.kind == "foreign":
@@ -357,6 +377,11 @@ def _targets(path: str, key: Key, realm_pattern: str | None, realm_layout: bool 
         return files, bool(config.key_check)
     if not os.path.isfile(path):
         raise BadPath(f"{path} is not a regular file or directory")
+    names = configmod.Config(realm_pattern=realm_pattern or configmod.DEFAULT_REALM_PATTERN)
+    if realm_layout is None and names.kind_of(os.path.basename(path)) == configmod.KIND_PLAIN:
+        with open(path, "rb") as f:
+            if not has_realmfs_header(f.read(HEADER_SIZE)):
+                return [(path, path, None)], False      # None: a plain file, see verify_path
     layout = detect_realm_layout(path) if realm_layout is None else realm_layout
     return [(path, path, layout)], False
 
@@ -379,6 +404,11 @@ def verify_path(path: str, key: Key, *, realm_pattern: str | None = None,
     reports = []
     for backing, name, layout in files:
         progress.file(name)
+        if layout is None:
+            report = FileReport(backing, name, False, physical=os.path.getsize(backing))
+            report.add(None, Kind.NOT_RECOGNIZED, Severity.DAMAGE, PLAIN_NAME)
+            reports.append(report)
+            continue
         reports.append(scan_file(backing, cipher, realm_layout=layout, name=name, progress=progress))
     if not key_checked:
         evidence = [r for r in reports if r.key_evidence]

@@ -222,7 +222,9 @@ def run_verify(args) -> int:
         if verify.Kind.NOT_ENCRYPTED in kinds:
             raise NotEncrypted(f"{args.target} is an unencrypted Realm file; nothing to verify")
         if verify.Kind.NOT_RECOGNIZED in kinds:
-            raise NotRecognized(f"{args.target} is not an encrypted file (no realmfs header, no Realm IV table)")
+            detail = next(p.detail for p in report.files[0].problems if p.kind is verify.Kind.NOT_RECOGNIZED)
+            raise NotRecognized(f"{args.target} is not encrypted "
+                                f"({detail or 'no realmfs header, no Realm IV table'}); nothing to verify")
     for line in verify.format_report(report, verbose=args.verbose):
         print(line)
     if args.repair and report.damaged:
