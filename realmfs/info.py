@@ -45,14 +45,22 @@ def _plain_patterns(config: configmod.Config | None) -> list | None:
 
 
 def _file_counts(backing: str, config: configmod.Config) -> dict:
+    """{kind: [files, bytes]} of every regular file a user put there (plain ones too:
+    ``backing_files`` lists only the encrypted ones where the config has plain patterns)."""
     counts = {"realm": [0, 0], "header": [0, 0], "plain": [0, 0]}
     kind_of = getattr(config, "kind_of", None)
-    for path in configmod.backing_files(backing):
-        rel = os.path.relpath(path, backing)
-        kind = kind_of(rel) if kind_of else ("realm" if config.is_realm_file(rel) else "header")
-        counts.setdefault(kind, [0, 0])
-        counts[kind][0] += 1
-        counts[kind][1] += os.path.getsize(path)
+    for root, _, files in os.walk(backing):
+        for name in files:
+            path = os.path.join(root, name)
+            if ((root == backing and name in configmod.RESERVED_NAMES)
+                    or name.endswith(configmod.TOOL_TEMP_SUFFIX) or name.startswith(configmod.FUSE_HIDDEN_PREFIX)
+                    or os.path.islink(path) or not os.path.isfile(path)):
+                continue
+            rel = os.path.relpath(path, backing)
+            kind = kind_of(rel) if kind_of else ("realm" if config.is_realm_file(rel) else "header")
+            counts.setdefault(kind, [0, 0])
+            counts[kind][0] += 1
+            counts[kind][1] += os.path.getsize(path)
     return counts
 
 

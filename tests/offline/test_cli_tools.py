@@ -74,6 +74,9 @@ def test_info_on_a_directory_realm_core_wrote_and_on_nothing(run, tmp_path):
     app_dir = vector_path("realm_app_dir")
     result = run("info", app_dir)
     assert result.code == 0 and "config: none" in result.out and "(default)" in result.out
+    assert "1 realm (20480 bytes)" in result.out
+    if hasattr(configmod.Config(), "kind_of"):       # the lock file is Realm Core's, kept plain
+        assert "1 plain (1728 bytes)" in result.out
     assert run("info", tmp_path / "missing").code == ExitCode.BAD_PATH
 
 
