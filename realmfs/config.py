@@ -217,9 +217,10 @@ def unlock(config: Config, key: Key) -> None:
                       "restore it or run 'realmfs init' on a copy")
 
 
-def backing_files(backing: str, config: Config | None = None):
+def backing_files(backing: str, config: Config | None = None, plain: bool = False):
     """Encrypted regular files under ``backing`` (reserved names and plain-pattern files
-    skipped; ``config`` gives the patterns, default: the directory's own config)."""
+    skipped), or with ``plain`` only the plain-pattern files; ``config`` gives the
+    patterns, default: the directory's own config."""
     if config is None:
         try:
             config = load(backing) or Config()
@@ -233,7 +234,7 @@ def backing_files(backing: str, config: Config | None = None):
                 continue
             path = os.path.join(root, name)
             if (os.path.isfile(path) and not os.path.islink(path)
-                    and config.kind_of(os.path.relpath(path, backing)) != KIND_PLAIN):
+                    and (config.kind_of(os.path.relpath(path, backing)) == KIND_PLAIN) == plain):
                 yield path
 
 

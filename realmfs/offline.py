@@ -2,9 +2,12 @@
 
 * ``encrypt(src, dst, key)``: a plain file becomes one encrypted file, a plain tree
   becomes a new backing directory with a config. ``.realm`` files (the config's
-  pattern) get Realm Core's layout, byte-compatible; others the realmfs header layout.
+  pattern) get Realm Core's layout, byte-compatible; plain-pattern files (Realm Core's
+  auxiliary files, which Realm Core never encrypts) are copied as they are; others get
+  the realmfs header layout.
 * ``decrypt(src, dst, key)``: one encrypted file (either layout, Realm Core's own
-  files included) or a whole backing directory back to plain files. A damaged page
+  files included) or a whole backing directory back to plain files (its plain-pattern
+  files copied as they are). A damaged page
   stops the run naming file and page, unless ``skip_damaged`` (zeros, listed).
 * ``set_passphrase`` / ``add_recovery_key``: edit the key slots (``realmfs passwd``);
   the master key and the data stay as they are. Rekeying is in rekey.py.
@@ -47,7 +50,7 @@ from .layout import HEADER_SIZE, PAGE_SIZE
 from .pagecipher import PageCipher
 from .pagefile import looks_like_plain_realm, open_backing
 from .progress import disabled
-from .transcode import CHUNK, check_read_back, close_file, fsync_dir, keep_metadata
+from .transcode import CHUNK, check_read_back, close_file, fsync_dir, keep_metadata, write_copy
 
 log = logging.getLogger(__name__)
 
@@ -294,19 +297,36 @@ def encrypt(src: str, dst: str, key: Key, *, realm_pattern: str = configmod.DEFA
     tree = directory_stats(src)      # first: walking the source moves its directories' atimes
     sources = list(_source_files(src))
     before = {path: os.stat(path) for path, _ in sources}
+    as_is = {rel for _, rel in sources if realm_layout is None and pattern.kind_of(rel) == configmod.KIND_PLAIN}
     for path, rel in sources:
-        _check_plain(path, pattern.is_realm_file(rel) if realm_layout is None else realm_layout)
+        if rel not in as_is:
+            _check_plain(path, pattern.is_realm_file(rel) if realm_layout is None else realm_layout)
     with _publishing(dst, tree) as temp:
         config = configmod.create(temp, key, realm_pattern, keyslots=keyslot_list)
         _count(progress, [p for p, _ in sources])
         for path, rel in sources:
             progress.file(rel)
             layout = config.is_realm_file(rel) if realm_layout is None else realm_layout
-            if _encrypt_file(path, os.path.join(temp, rel), cipher, layout, progress, before[path]):
+            if rel in as_is:
+                _copy_as_is(path, os.path.join(temp, rel), progress, before[path])
+            elif _encrypt_file(path, os.path.join(temp, rel), cipher, layout, progress, before[path]):
                 result.padded.append(rel)
             result.files.append(rel)
             result.bytes += os.path.getsize(path)
     return result
+
+
+def _copy_as_is(path: str, out: str, progress, source: os.stat_result) -> None:
+    """Copy a plain-pattern file byte for byte into the new file ``out`` (fsynced, read
+    back and compared), with the owner, mode and times of ``source``."""
+    digest = write_copy(path, None, configmod.KIND_PLAIN, out, None, configmod.KIND_PLAIN, progress)
+    again = hashlib.sha256()
+    with open(out, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            again.update(chunk)
+    if again.hexdigest() != digest:
+        raise Damaged(f"read-back of {out} does not match {path}; nothing was published")
+    keep_metadata(out, source)
 
 
 def _remove(path: str) -> None:
@@ -438,12 +458,13 @@ def decrypt(src: str, dst: str, key: Key, *, skip_damaged: bool = False,
     # owner, mode and times first: the checks below list directories and read every file
     tree = directory_stats(src)
     files = [(p, os.path.relpath(p, src)) for p in configmod.backing_files(src)]
-    before = {path: os.stat(path) for path, _ in files}
+    as_is = [(p, os.path.relpath(p, src)) for p in configmod.backing_files(src, plain=True)]
+    before = {path: os.stat(path) for path, _ in files + as_is}
     config = configmod.open_backing_dir(src, key)
     _warn_if_mounted(src)
     key_checked = bool(config.key_check)
     with _publishing(dst, tree) as temp:
-        _count(progress, [p for p, _ in files])
+        _count(progress, [p for p, _ in files + as_is])
         for path, rel in files:
             progress.file(rel)
             result.zeroed += _decrypt_file(path, rel, os.path.join(temp, rel), cipher,
@@ -451,6 +472,11 @@ def decrypt(src: str, dst: str, key: Key, *, skip_damaged: bool = False,
                                            before[path])
             result.files.append(rel)
             result.bytes += os.path.getsize(os.path.join(temp, rel))
+        for path, rel in as_is:
+            progress.file(rel)
+            _copy_as_is(path, os.path.join(temp, rel), progress, before[path])
+            result.files.append(rel)
+            result.bytes += os.path.getsize(path)
     return result
 
 

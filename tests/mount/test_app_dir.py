@@ -456,3 +456,25 @@ def test_verify_says_not_encrypted_for_plain_files(vector_env):
     result = run_cli("verify", env.backing, "--key-file", env.key_file)   # the lock file is not checked
     assert result.returncode == 0, result
     assert "default.realm.lock" not in result.stdout.decode()
+
+
+def test_offline_tools_keep_auxiliary_files_as_they_are(vector_env):
+    """decrypt of an app directory copies its lock file as it is; encrypt of a plain app
+    directory leaves it plain and the result mounts with the same bytes."""
+    env = vector_env
+    lock = env.files["default.realm.lock"]
+    out, enc = os.path.join(env.tmp, "out"), os.path.join(env.tmp, "enc")
+    result = run_cli("decrypt", env.backing, out, "--key-file", env.key_file)
+    assert result.returncode == 0, result.stderr.decode()
+    assert slurp(os.path.join(out, "default.realm")) == env.files["plain"]
+    assert slurp(os.path.join(out, "default.realm.lock")) == lock
+    assert os.path.isdir(os.path.join(out, "default.realm.management"))
+    result = run_cli("encrypt", out, enc, "--key-file", env.key_file)
+    assert result.returncode == 0, result.stderr.decode()
+    assert slurp(os.path.join(enc, "default.realm.lock")) == lock
+    env.backing = enc
+    assert _realm_plaintext(env, "default.realm") == env.files["plain"]
+    env.mount()
+    assert slurp(env.m("default.realm.lock")) == lock
+    assert slurp(env.m("default.realm")) == env.files["plain"]
+    env.unmount()
