@@ -204,6 +204,7 @@ def _import_fuse():
 
 def _serve(backing, mountpoint, key, read_only, extra_options, status) -> int:
     FUSE = _import_fuse()
+    from . import reqstats
     from .fuseops import RealmfsOps
 
     if not os.path.exists("/dev/fuse"):
@@ -222,13 +223,14 @@ def _serve(backing, mountpoint, key, read_only, extra_options, status) -> int:
                          timeouts=tuple(float(options[name]) for name in TIMEOUTS))
         if not read_only:
             ops.sweep_hidden()
+        served = reqstats.wrap(ops)     # ops itself unless REALMFS_REQUEST_STATS asks for timing
         failure: list[BaseException] = []
 
         def run_fuse():
             # signals belong to the main thread, which unmounts cleanly on them
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
             try:
-                FUSE(ops, mountpoint, raw_fi=True, **options)
+                FUSE(served, mountpoint, raw_fi=True, **options)
             except BaseException as error:  # noqa: BLE001 - reported by the main thread
                 failure.append(error)
 

@@ -79,7 +79,8 @@ def serve_loopback(backing: str, mountpoint: str) -> None:
         fusermount.unmount(mountpoint)
 
     threading.Thread(target=announce_then_wait, daemon=True).start()
-    FUSE(_loopback_class()(backing), mountpoint, foreground=True, **options)  # returns once unmounted
+    from realmfs import reqstats   # REALMFS_REQUEST_STATS: the same per-request histogram as realmfs's
+    FUSE(reqstats.wrap(_loopback_class()(backing)), mountpoint, foreground=True, **options)  # until unmounted
 
 
 def _loopback_class():

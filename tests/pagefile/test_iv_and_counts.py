@@ -341,6 +341,38 @@ def test_journal_style_small_writes_do_not_read_back_the_page_just_written(tmp_p
     backing.close()
 
 
+@pytest.mark.parametrize("realm", LAYOUTS, ids=LAYOUT_IDS)
+def test_a_rewrite_after_an_authenticated_read_reads_nothing_back(tmp_path, realm, spy):
+    """Backing preads per rewrite. A page written twice (both slots) and not yet seen in
+    this open must be checked on disk before its first rewrite (is slot 1 a torn write?):
+    one preadv. A page this open has just read and authenticated -- what every mmap
+    fault does before the page is dirtied -- is known current: its rewrite reads nothing."""
+    backing = Backing(tmp_path / ("f.realm" if realm else "f.bin"), realm)
+    backing.f.write(0, pattern(2 * ENTRIES_PER_BLOCK * P, 1))
+    backing.f.write(0, pattern(2 * ENTRIES_PER_BLOCK * P, 2))     # every page: both slots
+    backing.reopen()
+    spy.take()
+    assert backing.f.read(8 * P, 32 * P) == pattern(2 * ENTRIES_PER_BLOCK * P, 2)[8 * P:40 * P]
+    assert spy.take().count("preadv") == 1
+    for page in (8, 20, 39):        # an mmap's dirty pages: single-page rewrites
+        backing.f.write(page * P, pattern(P, page))
+        assert spy.take() == ["pwrite", "pwrite"], page
+    backing.f.write(9 * P + 100, b"partial")     # a partial rewrite reads the page's content
+    assert spy.take().count("preadv") == 1          # once: that read also settles slot 1
+    backing.f.write(70 * P, pattern(P, 70))     # the control: never read in this open
+    assert spy.take().count("preadv") == 1
+    backing.f.write(70 * P, pattern(P, 71))     # and only once
+    assert "preadv" not in spy.take()
+    backing.reopen()
+    expected = bytearray(pattern(2 * ENTRIES_PER_BLOCK * P, 2))
+    for page in (8, 20, 39):
+        expected[page * P:(page + 1) * P] = pattern(P, page)
+    expected[9 * P + 100:9 * P + 107] = b"partial"
+    expected[70 * P:71 * P] = pattern(P, 71)
+    assert backing.f.read(0, len(expected)) == bytes(expected)
+    backing.close()
+
+
 def test_sequential_reads_advise_the_backing_file_ahead_and_random_reads_do_not(tmp_path, monkeypatch):
     """Counts of posix_fadvise(WILLNEED): one per half window of a sequential reader, also
     on a second pass from the start; none for reads that jump around."""
