@@ -272,6 +272,22 @@ def check_key_against_files(backing: str, key: Key, probe: Config | None = None)
                                        "encrypt it with 'realmfs encrypt' before mounting") from None
 
 
+def plain_named_ciphertext(backing: str, config: Config, key: Key) -> list[str]:
+    """Plain-pattern files that are realmfs header-layout files under ``key``: what a
+    realmfs before plain patterns wrote for names such as ``X.realm.lock``."""
+    found = []
+    cipher = PageCipher(key.raw)
+    for path in backing_files(backing, config, plain=True):
+        with open(path, "rb") as raw:
+            page = raw.read(HEADER_SIZE)
+        try:
+            unpack_page(page, cipher.mac_message)
+        except HeaderProblem:
+            continue        # Realm Core's own bytes (or damage, which stays as it is)
+        found.append(path)
+    return found
+
+
 def find_plain_realm_files(backing: str, config: Config | None = None) -> list[str]:
     """Encrypted-kind files under ``backing`` that start with a Realm header in clear (``T-DB``)."""
     found = []

@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass
 
 from . import config as configmod
-from . import fusermount, logfiles, verify
+from . import fusermount, logfiles, transcode, verify
 from .backinglock import BackingLock, is_locked, pid_alive, read_owner
 from .mounttable import FSNAME_PREFIX, MountEntry, daemon_gone, find_mount, holders, is_mountpoint, realmfs_mounts
 from .errors import BackingLocked, BadPath, Busy, MountFailed, NotRecognized, RealmfsError
@@ -108,6 +108,19 @@ def check_all_encrypted(backing: str, config: configmod.Config, shown: int = 3) 
                             f"({names}{more}): encrypt the directory into a new one with 'realmfs "
                             f"encrypt {backing} NEW' and mount that, or move them out (start a new "
                             "directory with 'realmfs init')")
+
+
+def decrypt_plain_named(backing: str, config: configmod.Config, key: Key) -> int:
+    """Files with a plain-pattern name that an older realmfs encrypted (header layout):
+    decrypted in place before serving, so the mount shows their bytes and the backing
+    directory holds them as Realm Core would. Returns how many."""
+    found = configmod.plain_named_ciphertext(backing, config, key)
+    cipher = PageCipher(key.raw)
+    for path in found:
+        transcode.convert_in_place(path, cipher, configmod.KIND_HEADER, configmod.KIND_PLAIN, os.lstat(path))
+        log.warning("%s has a plain-pattern name (Realm Core keeps it unencrypted) but was encrypted "
+                    "by an older realmfs: decrypted it in place", path)
+    return len(found)
 
 
 def _escape_option(value: str) -> str:
@@ -223,6 +236,7 @@ def _serve(backing, mountpoint, key, read_only, extra_options, status) -> int:
                          timeouts=tuple(float(options[name]) for name in TIMEOUTS))
         if not read_only:
             ops.sweep_hidden()
+            decrypt_plain_named(backing, config, key)
         served = reqstats.wrap(ops)     # ops itself unless REALMFS_REQUEST_STATS asks for timing
         failure: list[BaseException] = []
 

@@ -127,6 +127,22 @@ def convert_for_rename(real_old: str, real_new: str, cipher: PageCipher, old_kin
     ``st`` is the source's lstat; the caller guarantees nobody has the source open
     (the mount's open-file table) for the whole call.
     """
+    _replace_converted(real_old, real_new, cipher, old_kind, new_kind, st)
+    os.unlink(real_old)
+
+
+def convert_in_place(path: str, cipher: PageCipher, old_kind: str, new_kind: str,
+                     st: os.stat_result) -> None:
+    """Re-encode ``path`` from ``old_kind`` into ``new_kind`` under the same name: old or
+    new, never half (a temporary renamed over it); nobody may have it open."""
+    _replace_converted(path, path, cipher, old_kind, new_kind, st)
+
+
+def _replace_converted(real_old: str, real_new: str, cipher: PageCipher, old_kind: str,
+                       new_kind: str, st: os.stat_result) -> None:
+    """Write ``real_old`` re-encoded into a temporary beside ``real_new``, fsync it, give it
+    ``st``'s owner, mode and times, rename it over ``real_new`` and fsync the directory:
+    the new name is durable before the caller removes any other copy."""
     directory = os.path.dirname(real_new)
     temp = rename_temp_name(directory)
     try:
@@ -137,5 +153,4 @@ def convert_for_rename(real_old: str, real_new: str, cipher: PageCipher, old_kin
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    fsync_dir(directory)      # the new name is durable before the only other copy goes
-    os.unlink(real_old)
+    fsync_dir(directory)

@@ -478,3 +478,34 @@ def test_offline_tools_keep_auxiliary_files_as_they_are(vector_env):
     assert slurp(env.m("default.realm.lock")) == lock
     assert slurp(env.m("default.realm")) == env.files["plain"]
     env.unmount()
+
+
+def test_plain_names_an_older_realmfs_encrypted_are_decrypted_at_mount(tmp_path):
+    """Before plain patterns, realmfs stored X.realm.lock in the header layout; the next
+    mount decrypts it in place (mode and times kept), a read-only mount leaves it alone,
+    and Realm Core's own plain bytes are never touched."""
+    env = _env_with_key(tmp_path, None, init=True)
+    try:
+        old = shared_info(latest_version=9, initiator_pid=77, file_size=PAGE_SIZE, top_ref=64)
+        f = open_backing(env.b("x.realm.lock"), env.cipher, realm_layout=False, create=True)
+        try:
+            f.write(0, old)
+            f.fsync()
+        finally:
+            os.close(f.fd)
+        os.chmod(env.b("x.realm.lock"), 0o640)
+        os.utime(env.b("x.realm.lock"), ns=(1_000_000_000, 2_000_000_000))
+        mine = shared_info(latest_version=2, initiator_pid=78, file_size=PAGE_SIZE, top_ref=64)
+        spit(env.b("y.realm.lock"), mine)
+        env.mount(read_only=True)
+        assert has_realmfs_header(slurp(env.b("x.realm.lock"))[:HEADER_SIZE])
+        env.unmount()
+        env.mount()
+        assert slurp(env.m("x.realm.lock")) == old == slurp(env.b("x.realm.lock"))
+        assert slurp(env.m("y.realm.lock")) == mine == slurp(env.b("y.realm.lock"))
+        st = os.stat(env.b("x.realm.lock"))
+        assert stat.S_IMODE(st.st_mode) == 0o640 and st.st_mtime_ns == 2_000_000_000
+        assert [n for n in os.listdir(env.backing) if n.startswith(".realmfs-rename-")] == []
+        env.unmount()
+    finally:
+        env.cleanup()
