@@ -12,8 +12,9 @@ the setup also
 
 Every change is recorded in STATE before it is made and undone at teardown from that
 record. Several test sessions may run at once (other worktrees): each holds a shared
-flock on LOCK while it uses the user; setup runs under the exclusive lock, and only a
-session that gets the exclusive lock at teardown (nobody else is using it) undoes the
+flock on LOCK while it uses the user, and never waits for another session's run; setup
+and teardown take SETUP_LOCK (exclusive, held for a moment), and only a session that
+then gets LOCK exclusively at teardown (nobody else is using the user) undoes the
 changes. A session that died leaves STATE behind: the next one reuses and undoes it.
 """
 
@@ -32,7 +33,8 @@ import time
 
 from realmfs import fusermount
 
-LOCK = "/tmp/realmfs-tests-unprivileged.lock"
+LOCK = "/tmp/realmfs-tests-unprivileged.lock"                  # shared while in use
+SETUP_LOCK = "/tmp/realmfs-tests-unprivileged.setup.lock"      # exclusive while changing things
 STATE = "/tmp/realmfs-tests-unprivileged.json"
 USER, MEMBER_GROUP, OTHER_GROUP = "realmfs-t", "realmfs-tm", "realmfs-to"
 FUSE_CONF = "/etc/fuse.conf"
@@ -83,15 +85,17 @@ class Unprivileged:
 
     # ------------------------------------------------------------------ setup / teardown
     def __enter__(self) -> "Unprivileged":
-        self._lock_fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        setup = self._setup_lock()
         try:
-            self._prepare()
-        except BaseException:
-            self._undo()
-            os.close(self._lock_fd)
-            raise
-        fcntl.flock(self._lock_fd, fcntl.LOCK_SH)     # in use: nobody undoes it under us
+            try:
+                self._prepare()
+            except BaseException:
+                self._undo()
+                raise
+            self._lock_fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_SH)     # in use: nobody undoes it under us
+        finally:
+            os.close(setup)
         entry = pwd.getpwnam(USER)
         self.name, self.uid, self.gid = USER, entry.pw_uid, entry.pw_gid
         self.member_gid = grp.getgrnam(MEMBER_GROUP).gr_gid
@@ -99,17 +103,26 @@ class Unprivileged:
         return self
 
     def __exit__(self, *exc) -> None:
-        os.close(self._lock_fd)            # drop our shared lock, then: are we the last?
-        fd = os.open(LOCK, os.O_RDWR | os.O_CLOEXEC)
+        setup = self._setup_lock()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)                   # another session still uses the user: it undoes
-            return
-        try:
-            self._undo()
+            os.close(self._lock_fd)        # drop our shared lock, then: are we the last?
+            fd = os.open(LOCK, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._undo()
+            except BlockingIOError:
+                pass                       # another session still uses the user: it undoes
+            finally:
+                os.close(fd)
         finally:
-            os.close(fd)
+            os.close(setup)
+
+    @staticmethod
+    def _setup_lock() -> int:
+        """SETUP_LOCK held exclusively: one session at a time prepares or undoes (briefly)."""
+        fd = os.open(SETUP_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
 
     def _prepare(self) -> None:
         state = self._load()
