@@ -114,11 +114,12 @@ class PageCipher:
     instead of being appended to a copy of the ciphertext.
     """
 
-    __slots__ = ("_aes", "_mac_key", "_inner", "_outer")
+    __slots__ = ("_aes", "_mac_key", "_inner", "_outer", "_key")
 
     def __init__(self, key: bytes):
         if len(key) != KEY_SIZE:
             raise ValueError(f"a key is {KEY_SIZE} bytes, got {len(key)}")
+        self._key = bytes(key)
         self._aes = PageAes(bytes(key[:AES_KEY_SIZE]))
         self._mac_key = bytes(key[AES_KEY_SIZE:])
         padded = self._mac_key.ljust(_SHA224_BLOCK, b"\0")    # 32 bytes: shorter than a block
@@ -127,6 +128,10 @@ class PageCipher:
 
     def __repr__(self) -> str:
         return "PageCipher(<key hidden>)"
+
+    def secret(self) -> bytes:
+        """The 64-byte key, for a sealing worker process (sealworker.py) to build its own."""
+        return self._key
 
     # -- MAC -------------------------------------------------------------------------
     def mac(self, ciphertext, binding: bytes = b"") -> bytes:

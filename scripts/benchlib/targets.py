@@ -185,6 +185,7 @@ class _PythonMount(Target):
     """
 
     kind = ""
+    extra_env: dict[str, str] = {}     # for the daemon: how this target differs from its kind
 
     @property
     def backing_dirs(self) -> list[str]:
@@ -204,7 +205,7 @@ class _PythonMount(Target):
         os.makedirs(self.backing)
         os.makedirs(self.dir)
         self._spawn([sys.executable, os.path.join(HERE, "mountd.py"), self.kind, self.backing, self.dir],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, **self.extra_env})
         # mountd prints "ready PID" once the mount is usable (or exits with the reason in the log).
         deadline = time.monotonic() + MOUNT_TIMEOUT
         line = b""
@@ -236,6 +237,14 @@ class Realmfs(_PythonMount):
     kind = "realmfs"
 
 
+class RealmfsSealWorker(Realmfs):
+    """realmfs with its sealing worker on (REALMFS_SEAL_WORKER=1, realmfs/sealworker.py):
+    groups of 16 pages and more sealed on both cores. Not in the default targets."""
+
+    name = "realmfs-worker"
+    extra_env = {"REALMFS_SEAL_WORKER": "1"}
+
+
 class PyfuseLoopback(_PythonMount):
     """A fusepy pass-through with no crypto and realmfs's FUSE options: the floor for realmfs."""
 
@@ -243,5 +252,5 @@ class PyfuseLoopback(_PythonMount):
     kind = "loopback"
 
 
-ALL = {cls.name: cls for cls in (Target, Realmfs, Gocryptfs, Securefs, PyfuseLoopback)}
+ALL = {cls.name: cls for cls in (Target, Realmfs, Gocryptfs, Securefs, PyfuseLoopback, RealmfsSealWorker)}
 DEFAULT = ["plain", "realmfs", "gocryptfs", "securefs", "pyfuse"]

@@ -98,10 +98,10 @@ class Crash(Exception):
 
 class FaultyOs:
     """Stands in for ``os`` inside realmfs.pagefile and realmfs.pagetruncate: the first
-    ``allow`` backing mutations (pwrite, ftruncate) go through, the next one raises Crash
+    ``allow`` backing mutations (pwrite, pwritev, ftruncate) go through, the next one raises Crash
     (and so does every later one). ``allow=None`` only counts."""
 
-    MUTATIONS = ("pwrite", "ftruncate")
+    MUTATIONS = ("pwrite", "pwritev", "ftruncate")
 
     def __init__(self, allow: int | None):
         self.allow = allow

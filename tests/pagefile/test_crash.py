@@ -11,6 +11,7 @@ import os
 
 import pytest
 
+from realmfs import sealworker
 from realmfs.layout import BLOCK_DATA_BYTES, PAGE_SIZE, pages_for
 from tests.pagefile.helpers import (LAYOUT_IDS, LAYOUTS, Backing, count_mutations, crash_after, model_pages,
                                     pattern)
@@ -47,6 +48,10 @@ SCENARIOS = {
     "grow_with_hole": (writes((0, 3 * P + 100)), op_write(5 * P + 7, 3000)),
     "grow_across_iv_block": (writes((0, 63 * P - 10)), op_write(63 * P - 20, 3 * P)),
     "grow_from_empty": (writes(), op_write(0, 2 * P + 1)),
+    # groups of 16 pages and more: with the seal worker, sealed in two parts and written by pwritev
+    "rewrite_large_group": (writes((0, 70 * P), (0, 70 * P)), op_write(4 * P, 40 * P)),
+    "first_writes_large_group": (writes((0, P), (100 * P, P)), op_write(66 * P, 30 * P)),
+    "mixed_large_group_across_iv_block": (writes((0, 40 * P)), op_write(20 * P, 60 * P + 9)),
     "truncate_mid_page": (writes((0, 70 * P)), op_truncate(10 * P + 123)),
     "truncate_within_last_page": (writes((0, 3 * P)), op_truncate(2 * P + 1)),
     "truncate_whole_blocks": (writes((0, 140 * P)), op_truncate(3 * P)),
@@ -94,6 +99,22 @@ def prepare(scenario: str, realm: bool, tmp_path, monkeypatch):
     new = snapshot(reference)
     reference.close()
     return original, old, new, total
+
+
+@pytest.fixture(scope="module")
+def worker():
+    splitter = sealworker.Splitter()
+    yield splitter
+    splitter.close()
+
+
+@pytest.fixture(params=["one-core", "seal-worker"], autouse=True)
+def sealing(request, monkeypatch):
+    """Every scenario also with groups of 16 pages and more sealed in two parts
+    (realmfs/sealworker.py: off by default, REALMFS_SEAL_WORKER=1) and written by pwritev."""
+    if request.param == "seal-worker":
+        splitter = request.getfixturevalue("worker")
+        monkeypatch.setattr(sealworker, "splitter", lambda: splitter)
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
