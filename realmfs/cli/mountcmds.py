@@ -29,11 +29,16 @@ def register(sub) -> None:
     p.add_argument("backing", metavar="BACKING")
     p.add_argument("--realm-pattern", default=configmod.DEFAULT_REALM_PATTERN, metavar="GLOB",
                    help="files kept in Realm Core's own layout (default: %(default)s)")
+    p.add_argument("--plain-pattern", action="append", metavar="GLOB", dest="plain_patterns",
+                   help="files (and everything in directories) kept unencrypted; repeat for more "
+                        "(default: Realm Core's auxiliary files for the realm pattern, e.g. "
+                        "*.realm.lock, *.realm.management; see docs/file-format.md; '' for none)")
     add_key_arguments(p)
     p.set_defaults(handler=run_init)
 
     p = sub.add_parser("mount", epilog=exit_codes(
                            ("OK", "mounted"), ("NOT_ENCRYPTED", "a plain Realm file in BACKING"),
+                           ("NOT_RECOGNIZED", "BACKING has no config and files nobody encrypted"),
                            ("LOCKED", "BACKING already mounted"),
                            ("BAD_PATH", "missing/not a directory/mountpoint not empty or a mount"),
                            ("MOUNT_FAILED", "FUSE failed"), ("REKEY_IN_PROGRESS", "finish the rekey"),
@@ -77,8 +82,10 @@ def argparse_suppress():
 def run_init(args) -> int:
     configmod.require_directory(args.backing)
     key, slots = new_key_setup(args)      # a key, or a new master key wrapped under a passphrase
-    configmod.create(args.backing, key, realm_pattern=args.realm_pattern, keyslots=slots)
-    print(f"initialised {args.backing} (files matching {args.realm_pattern} use Realm Core's layout); "
+    config = configmod.create(args.backing, key, realm_pattern=args.realm_pattern, keyslots=slots,
+                              plain_patterns=args.plain_patterns)
+    print(f"initialised {args.backing} (files matching {args.realm_pattern} use Realm Core's layout, "
+          f"{' '.join(config.plain_globs) or 'no files'} stay unencrypted); "
           f"mount it with: realmfs mount {args.backing} MOUNTPOINT")
     return 0
 

@@ -509,3 +509,24 @@ def test_plain_names_an_older_realmfs_encrypted_are_decrypted_at_mount(tmp_path)
         env.unmount()
     finally:
         env.cleanup()
+
+
+def test_init_takes_plain_patterns(tmp_path):
+    env = Env(tmp_path, init=False)
+    try:
+        result = run_cli("init", "--key-file", env.key_file, "--plain-pattern", "*.txt",
+                         "--plain-pattern", "cache", env.backing)
+        assert result.returncode == 0, result.stderr.decode()
+        assert "*.txt cache stay unencrypted" in result.stdout.decode()
+        config = configmod.load(env.backing)
+        configmod.unlock(config, env.key)
+        assert config.kind_of("a/b.txt") == config.kind_of("cache/x.bin") == configmod.KIND_PLAIN
+        assert config.kind_of("x.realm.lock") == configmod.KIND_HEADER
+        other = os.path.join(env.tmp, "none")
+        os.mkdir(other)
+        result = run_cli("init", "--key-file", env.key_file, "--plain-pattern", "", other)
+        assert result.returncode == 0 and "no files stay unencrypted" in result.stdout.decode()
+        config = configmod.load(other)
+        assert config.kind_of("x.realm.management/lock.fifo") == configmod.KIND_HEADER
+    finally:
+        env.cleanup()
