@@ -13,6 +13,12 @@ Invariants
   owner unlinks the file); otherwise we retry, so two contenders never both win.
 * Nothing here creates the file before the caller decided to mount: a refused
   mount (wrong key, bad path) leaves BACKING byte-for-byte unchanged.
+* Backing directories never overlap while held: two holders of one directory and
+  one below it would both write its files, and two daemons count IVs apart, so one
+  (key, IV) would encrypt two plaintexts. ``overlapping_holder`` finds a holder of
+  the directory itself, of any directory above it, or of any below it (by resolved
+  paths); ``acquire`` checks again after winning its own flock, so of two holders
+  that race, at least one sees the other and gives up.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import time
 
 from .config import LOCK_NAME
@@ -84,11 +91,94 @@ def is_locked(backing: str) -> dict | None:
         os.close(fd)
 
 
-def _describe(owner: dict | None, backing: str) -> str:
-    if not owner:
-        return f"{backing} is already mounted by another realmfs"
+def unescape_mount_field(field: str) -> str:
+    """A path field of /proc/self/mounts with its octal escapes (\\040 for a space) undone."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _mount_points() -> set[str]:
+    try:
+        with open("/proc/self/mounts") as f:
+            return {unescape_mount_field(line.split()[1]) for line in f if len(line.split()) > 1}
+    except OSError:
+        return set()
+
+
+def _list_dir(path: str) -> list[os.DirEntry] | None:
+    """The entries of ``path`` without moving its atime (rekey keeps directory times;
+    O_NOATIME needs owner or root, else a plain open); None if it cannot be listed."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        try:
+            fd = os.open(path, flags | os.O_NOATIME)
+        except PermissionError:
+            fd = os.open(path, flags)
+    except OSError:
+        return None
+    try:
+        with os.scandir(fd) as entries:
+            return list(entries)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _held_below(backing: str):
+    """(directory, owner) for held locks strictly below ``backing``. Symlinks are not
+    followed (the daemon never follows one inside BACKING: the kernel resolves them at the
+    mountpoint), and other mounts are not entered (another FUSE mount may not answer)."""
+    mounts = _mount_points()
+    pending = [backing]
+    while pending:
+        directory = pending.pop()
+        entries = _list_dir(directory)
+        for entry in entries or ():
+            path = os.path.join(directory, entry.name)
+            if entry.name == LOCK_NAME and directory != backing:
+                owner = is_locked(directory)
+                if owner is not None:
+                    yield directory, owner
+            elif entry.is_dir(follow_symlinks=False) and path not in mounts:
+                pending.append(path)
+
+
+def overlapping_holder(backing: str, *, include_self: bool = True,
+                       below: bool = True) -> tuple[str, dict] | None:
+    """A live holder (mount, rekey, verify --repair) of ``backing`` itself, of a directory
+    above it or (``below``) of one below it, as (that directory, its owner info); else None."""
+    backing = os.path.realpath(backing)
+    above, parent = [], os.path.dirname(backing)
+    while parent != (above[-1] if above else backing):
+        above.append(parent)
+        parent = os.path.dirname(parent)
+    for directory in ([backing] if include_self else []) + above:
+        owner = is_locked(directory)
+        if owner is not None:
+            return directory, owner
+    return next(_held_below(backing), None) if below else None
+
+
+def describe_holder(backing: str, directory: str, owner: dict | None) -> str:
+    """One line naming who holds ``directory`` as seen from ``backing``, and what to do."""
+    owner = owner or {}
     where = f" at {owner['mountpoint']}" if owner.get("mountpoint") else ""
-    return f"{backing} is already mounted by realmfs pid {owner.get('pid', '?')}{where}"
+    who = f"realmfs pid {owner.get('pid', '?')}{where}" if owner.get("pid") else "another realmfs"
+    backing = os.path.realpath(backing)
+    if directory == backing:
+        what = f"{backing} is already mounted by {who}"
+    else:
+        relation = "inside" if directory.startswith(backing + os.sep) else "a parent of"
+        what = (f"{directory}, {relation} {backing}, is mounted by {who}; backing directories "
+                "must not overlap (both would write the same files and reuse IVs)")
+    return what + "; unmount it first ('realmfs status' lists mounts)"
+
+
+def refuse_if_overlapping(backing: str, *, include_self: bool = True, below: bool = True) -> None:
+    """BackingLocked naming the other holder if ``backing`` overlaps a held directory."""
+    found = overlapping_holder(backing, include_self=include_self, below=below)
+    if found is not None:
+        raise BackingLocked(describe_holder(backing, *found))
 
 
 class BackingLock:
@@ -112,8 +202,8 @@ class BackingLock:
             except OSError as error:
                 os.close(fd)
                 if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise BackingLocked(_describe(read_owner(self.backing), self.backing)
-                                        + "; unmount it first ('realmfs status' lists mounts)") from None
+                    raise BackingLocked(describe_holder(self.backing, os.path.realpath(self.backing),
+                                                        read_owner(self.backing))) from None
                 raise
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
@@ -127,11 +217,17 @@ class BackingLock:
         else:
             raise BackingLocked(f"could not lock {self.path}: it keeps changing")
         previous = read_owner(self.backing)
+        try:
+            self._write()
+            # after our flock (and our name in the file): see the invariant on overlaps
+            refuse_if_overlapping(self.backing, include_self=False)
+        except BaseException:
+            self._drop()
+            raise
         if previous and previous.get("pid") and previous.get("pid") != self.owner["pid"]:
             log.warning("taking over a stale lock on %s left by realmfs pid %s (no longer running; "
                         "it was mounted at %s and may not have unmounted cleanly)",
                         self.backing, previous.get("pid"), previous.get("mountpoint", "?"))
-        self._write()
         return self
 
     def _write(self) -> None:
@@ -143,6 +239,9 @@ class BackingLock:
     def release(self) -> None:
         if self.fd < 0:
             return
+        self._drop()
+
+    def _drop(self) -> None:
         try:
             os.unlink(self.path)   # unlink while still holding: see the retry in acquire()
         except OSError:

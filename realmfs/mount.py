@@ -45,9 +45,9 @@ from dataclasses import dataclass
 
 from . import config as configmod
 from . import fusermount, logfiles, transcode, verify
-from .backinglock import BackingLock, is_locked, pid_alive, read_owner
+from .backinglock import BackingLock, pid_alive, read_owner, refuse_if_overlapping
 from .mounttable import FSNAME_PREFIX, MountEntry, daemon_gone, find_mount, holders, is_mountpoint, realmfs_mounts
-from .errors import BackingLocked, BadPath, Busy, MountFailed, NotRecognized, RealmfsError
+from .errors import BadPath, Busy, MountFailed, NotRecognized, RealmfsError
 from .keys import KEY_ENV, Key
 from .pagecipher import PageCipher
 
@@ -85,15 +85,12 @@ def check_paths(backing: str, mountpoint: str) -> tuple[str, str]:
 
 
 def check_backing(backing: str, key: Key, mountpoint: str = "") -> configmod.Config:
-    """Key, plain-file, unencrypted-file and lock checks; writes nothing."""
+    """Key, plain-file, unencrypted-file and lock checks (BACKING, and any held directory
+    above or below it: see backinglock); writes nothing."""
     config = configmod.open_backing_dir(backing, key)
     if not config.key_check:
         check_all_encrypted(backing, config)
-    owner = is_locked(backing)
-    if owner is not None:
-        where = f" at {owner['mountpoint']}" if owner.get("mountpoint") else ""
-        raise BackingLocked(f"{backing} is already mounted by realmfs pid {owner.get('pid', '?')}{where}; "
-                            "unmount it first ('realmfs status' lists mounts)")
+    refuse_if_overlapping(backing)
     return config
 
 

@@ -13,12 +13,12 @@ or fail), only /proc and BACKING's lock file.
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass
 
 from . import config as configmod
 from .backinglock import is_locked, pid_alive, read_owner
+from .backinglock import unescape_mount_field as _unescape
 
 FSNAME_PREFIX = "realmfs:"
 FSTYPE = "fuse.realmfs"
@@ -37,10 +37,6 @@ def daemon_gone(entry: MountEntry) -> bool:
     The daemon holds the flock for its whole life; the kernel drops it with the process."""
     owner = is_locked(entry.backing)
     return owner is None or owner.get("mountpoint", entry.mountpoint) != entry.mountpoint
-
-
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def realmfs_mounts(mounts_file: str = "/proc/self/mounts") -> list[MountEntry]:

@@ -24,7 +24,7 @@ import time
 
 from . import config as configmod
 from . import fileheader
-from .backinglock import BackingLock
+from .backinglock import BackingLock, refuse_if_overlapping
 from .errors import AlreadyExists, BadPath, Damaged
 from .keys import Key
 from .layout import (
@@ -150,7 +150,8 @@ def repair(report: VerifyReport, key: Key, *, zero_damaged: bool = False,
     todo = [f for f in report.files if repairable(f, zero_damaged)]
     if not todo:
         return None, []
-    if not os.path.isdir(report.target):
+    if not os.path.isdir(report.target):    # a lone file: not inside a mounted directory either
+        refuse_if_overlapping(os.path.dirname(os.path.abspath(report.target)), below=False)
         return _repair_files(report, todo, key, zero_damaged, backup_dir)
     with BackingLock(report.target, "(realmfs verify --repair running)"):   # refuses while mounted
         return _repair_files(report, todo, key, zero_damaged, backup_dir)

@@ -15,14 +15,17 @@ from .. import mounttable
 from ..backinglock import is_locked, read_owner
 from ..errors import BadPath, Busy
 from ..log import setup_logging
+from ..nesting import refuse_nested_init
 from .keyargs import KEY_EXIT_CODES, add_key_arguments, exit_codes, key_from_args, new_key_setup
 
 log = logging.getLogger("realmfs")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("init", epilog=exit_codes(("OK", "done"), ("BAD_PATH", "BACKING missing or not a directory"),
-                                             ("EXISTS", "already initialised"), *KEY_EXIT_CODES), help="make BACKING an encrypted directory (writes its config)",
+    p = sub.add_parser("init", epilog=exit_codes(("OK", "done"), ("BAD_PATH", "BACKING missing, not a directory or inside a backing directory"),
+                                             ("EXISTS", "already initialised"),
+                                             ("LOCKED", "BACKING is inside a backing directory in use"),
+                                             *KEY_EXIT_CODES), help="make BACKING an encrypted directory (writes its config)",
                        description="Write an authenticated config into BACKING (format version, key "
                                    "check value, options) so that a wrong key is refused before "
                                    "anything is read, even while BACKING is empty.")
@@ -81,6 +84,7 @@ def argparse_suppress():
 
 def run_init(args) -> int:
     configmod.require_directory(args.backing)
+    refuse_nested_init(args.backing)
     key, slots = new_key_setup(args)      # a key, or a new master key wrapped under a passphrase
     config = configmod.create(args.backing, key, realm_pattern=args.realm_pattern, keyslots=slots,
                               plain_patterns=args.plain_patterns)
