@@ -7,7 +7,11 @@ one place exceptions become errno:
 
 * RealmfsError -> its ``errno``; IntegrityError -> EIO plus one log line naming
   file and page (rate-limited by log.py);
-* OSError -> its errno (EIO if it has none);
+* OSError -> its errno (EIO if it has none); silently when the errno is one the
+  backing filesystem gives for what the caller asked (``EXPECTED_ERRNOS``: a missing
+  name, no permission, a full disk...), else with one log line (rate-limited per
+  operation, file and errno) naming operation, file, offset and where it was raised:
+  EINVAL, EBADF, EFAULT... from our own code are bugs, never the application's news;
 * anything else -> EIO plus a traceback in the log.
 
 Nothing reaches fusepy's own handler, whose default is EINVAL.
@@ -60,6 +64,15 @@ from .pagecipher import PageCipher
 log = logging.getLogger(__name__)
 
 SIZE_CACHE_ENTRIES = 4096
+# errnos of the backing filesystem that answer what the application asked (user
+# mistakes and conditions it must handle): returned without a log line
+EXPECTED_ERRNOS = frozenset({
+    errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR, errno.EACCES,
+    errno.EPERM, errno.ENAMETOOLONG, errno.ELOOP, errno.EMLINK, errno.EXDEV, errno.EBUSY,
+    errno.ETXTBSY, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG,
+})
+# where an operation's byte offset (or new length) is among fusepy's arguments
+_OFFSET_ARGUMENT = {"read": 2, "write": 2, "truncate": 1}
 HIDDEN_PREFIX = FUSE_HIDDEN_PREFIX     # libfuse's name for unlinked files that are still open
 
 
@@ -119,10 +132,33 @@ class RealmfsOps(Operations):
             log.error("%s %s: %s", op, args[0] if args else "", error)
             raise FuseOSError(error.errno or errno.EIO) from None
         except OSError as error:
-            raise FuseOSError(error.errno or errno.EIO) from None
+            code = error.errno or errno.EIO
+            if code not in EXPECTED_ERRNOS:
+                self._log_returned_error(op, args, error, code)
+            raise FuseOSError(code) from None
         except Exception:  # noqa: BLE001 - never fall through to fusepy's EINVAL
             log.exception("internal error in %s %s", op, args[0] if args else "")
             raise FuseOSError(errno.EIO) from None
+
+    def _log_returned_error(self, op: str, args: tuple, error: OSError, code: int) -> None:
+        """One line for an unexpected errno the application gets: operation, file, offset
+        and the innermost frame that raised it."""
+        name = args[0] if args and isinstance(args[0], str) else None
+        if name is None:        # handle-based operations get no path (flag_nopath)
+            try:
+                name = self.files.get(next((a.fh for a in args if hasattr(a, "fh")), None)).open_file.name
+            except OSError:
+                pass
+        position = _OFFSET_ARGUMENT.get(op)
+        offset = f" at offset {args[position]}" if position is not None and len(args) > position else ""
+        frame = error.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        where = (f"{os.path.basename(frame.tb_frame.f_code.co_filename)}:{frame.tb_lineno} "
+                 f"in {frame.tb_frame.f_code.co_name}") if frame is not None else "?"
+        log.error("%s of %s%s returned %s to the application: %s (raised at %s)", op, name or "?",
+                  offset, errno.errorcode.get(code, code), error, where,
+                  extra={"ratelimit_key": f"returned-errno:{op}:{name}:{code}"})
 
     # ------------------------------------------------------------------ paths
     def _at(self, path: str):

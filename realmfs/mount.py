@@ -255,7 +255,7 @@ def _serve(backing, mountpoint, key, read_only, extra_options, status) -> int:
             if stopping.is_set():
                 return
             stopping.set()
-            log.warning("received %s: unmounting %s", signal.Signals(signum).name, mountpoint)
+            log.info("received %s: unmounting %s", signal.Signals(signum).name, mountpoint)
             if mounted.is_set():
                 unmount_soon()          # else: done as soon as the mount is up
 

@@ -14,7 +14,7 @@ from .. import mount as mountmod
 from .. import mounttable
 from ..backinglock import is_locked, read_owner
 from ..errors import BadPath, Busy
-from ..log import setup_logging
+from ..log import STRICT_ENV, enable_strict, setup_logging
 from ..nesting import refuse_nested_init
 from .keyargs import KEY_EXIT_CODES, add_key_arguments, exit_codes, key_from_args, new_key_setup
 
@@ -126,6 +126,8 @@ def run_mount(args) -> int:
                 os._exit(0)
         if args.log_file:
             setup_logging(debug=args.debug, logfile=args.log_file)
+        if os.environ.get(STRICT_ENV):
+            enable_strict(os.environ[STRICT_ENV])
         logging.getLogger().setLevel(logging.DEBUG if args.debug else logging.INFO)
         logging.getLogger("fuse").setLevel(logging.INFO)   # fusepy logs every errno at DEBUG
         return mountmod.serve(args.backing, args.mountpoint, key, read_only=args.read_only,

@@ -358,6 +358,7 @@ def test_engine_and_sqlite_in_an_app_directory(vector_env):
 
 
 # ---------------------------------------------------------------------- renames across kinds
+@pytest.mark.daemon_warnings(r"refused \(EXDEV\)")
 def test_rename_between_plain_and_encrypted_names(tmp_path):
     env = _env_with_key(tmp_path, None, init=True)
     try:
@@ -480,6 +481,7 @@ def test_offline_tools_keep_auxiliary_files_as_they_are(vector_env):
     env.unmount()
 
 
+@pytest.mark.daemon_warnings(r"was encrypted by an older realmfs: decrypted it in place")
 def test_plain_names_an_older_realmfs_encrypted_are_decrypted_at_mount(tmp_path):
     """Before plain patterns, realmfs stored X.realm.lock in the header layout; the next
     mount decrypts it in place (mode and times kept), a read-only mount leaves it alone,

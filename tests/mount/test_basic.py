@@ -142,6 +142,7 @@ def test_reserved_names_hidden_and_refused(mnt):
         f.write(b"ok")
 
 
+@pytest.mark.daemon_warnings(r"refused \(EXDEV\)")
 def test_realm_layout_sizes_and_renames(mnt):
     with open(mnt.m("db.realm"), "wb") as f:
         f.write(b"R" * 10)

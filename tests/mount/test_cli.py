@@ -209,6 +209,7 @@ def test_sigterm_seals_even_while_mapped(env):
     assert env.decrypt("f.bin")[100:110] == b"sigtermok!"
 
 
+@pytest.mark.daemon_warnings(r"taking over a stale lock")
 def test_mount_onto_a_dead_mount_clears_it_and_says_so(env):
     assert env.mount_cli().returncode == 0
     pid = env.current.pid
@@ -223,6 +224,7 @@ def test_mount_onto_a_dead_mount_clears_it_and_says_so(env):
     env.unmount()
 
 
+@pytest.mark.daemon_warnings(r"taking over a stale lock")
 def test_mount_elsewhere_after_a_killed_daemon_takes_the_lock_over(env, tmp_path):
     assert env.mount_cli().returncode == 0
     pid = env.current.pid
@@ -287,6 +289,7 @@ def test_options_read_only_and_allow_other_pass_through(env):
     assert result.returncode == ExitCode.BAD_PATH and "direct_io" in _err(result)
 
 
+@pytest.mark.daemon_warnings(r"is busy: detached lazily")
 def test_sigterm_while_busy_detaches_and_seals_at_last_close(env):
     assert env.mount_cli().returncode == 0
     pid = env.current.pid

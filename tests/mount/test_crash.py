@@ -45,6 +45,7 @@ def _page(name: str, p: int, g: int) -> bytes:
     return (b"." * 100 + b"%s P%06d G%06d|" % (name.encode(), p, g)).ljust(PAGE_SIZE, b".")
 
 
+@pytest.mark.daemon_warnings(r"taking over a stale lock")
 @pytest.mark.parametrize("after", [0.3, 1.7])
 def test_kill_9_daemon_during_write_loop(mnt, after):
     for name in ("loop.bin", "loop.realm"):
@@ -90,6 +91,7 @@ def test_kill_9_daemon_during_write_loop(mnt, after):
     assert dead_pid != mnt.current.pid
 
 
+@pytest.mark.daemon_warnings(r"integrity failure: page 3 of /f.bin")
 def test_flipped_byte_gives_eio_for_that_page_only(mnt):
     data = b"".join(bytes([65 + p]) * PAGE_SIZE for p in range(10))
     spit(mnt.m("f.bin"), data)
@@ -121,6 +123,7 @@ def test_flipped_byte_gives_eio_for_that_page_only(mnt):
     assert lines and all("page 3 of" in l and "f.bin" in l for l in lines)
 
 
+@pytest.mark.daemon_warnings(r"taking over a stale lock", r"removed 1 unlinked-but-open file")
 def test_unlinked_open_file_left_by_a_killed_daemon_is_swept(mnt):
     spit(mnt.m("keep"), b"keep")
     fd = os.open(mnt.m("tmpfile"), os.O_RDWR | os.O_CREAT, 0o600)

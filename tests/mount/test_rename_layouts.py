@@ -104,6 +104,7 @@ def test_rename_replaces_an_existing_target(mnt, source, target):
         assert _header_backing_plaintext(mnt, target) == _padded(b"new content")
 
 
+@pytest.mark.daemon_warnings(r"refused \(EXDEV\): the file is open")
 def test_rename_of_an_open_file_is_exdev_and_changes_nothing(mnt):
     spit(mnt.m("x.realm"), b"target")
     spit(mnt.m("busy.bin"), b"source data")
@@ -124,6 +125,7 @@ def test_rename_of_an_open_file_is_exdev_and_changes_nothing(mnt):
     assert slurp(mnt.m("x.realm")) == _padded(b"source data")
 
 
+@pytest.mark.daemon_warnings(r"refused \(EXDEV\): the file has other hard links")
 def test_hard_links_never_cross_layouts(mnt):
     spit(mnt.m("f"), b"linked")
     os.link(mnt.m("f"), mnt.m("g"))
@@ -184,6 +186,7 @@ def test_rename_onto_a_directory_is_eisdir_before_any_copy(mnt):
     _no_temporaries(mnt)
 
 
+@pytest.mark.daemon_warnings(r"removed 2 unlinked-but-open file")
 def test_rename_temporaries_are_reserved_hidden_and_swept(mnt):
     name = f"{RENAME_TEMP_PREFIX}0123{TOOL_TEMP_SUFFIX}"
     with pytest.raises(OSError) as info:
