@@ -1,4 +1,4 @@
-"""Command line: python -m engine {info,verify,dump,compact} ...
+"""Command line: python -m engine {info,verify,dump,compact,upgrade} ...
 
 Errors print one line on stderr and exit 1 (a traceback only with --debug);
 verify exits 1 when it finds problems. A closed pipe (``dump ... | head``) ends the
@@ -13,7 +13,7 @@ import sys
 
 from . import open as open_db
 from .errors import EngineError
-from .tools import dump
+from .tools import dump, upgrade
 
 
 def _json_default(value):
@@ -25,6 +25,10 @@ def _json_default(value):
 
 
 def _run(args) -> int:
+    if args.command == "upgrade":
+        upgrade(args.path, args.output)
+        print(f"wrote {args.output}")
+        return 0
     if args.command == "compact":
         with open_db(args.path) as db:
             db.write_copy_to(args.output)
@@ -59,6 +63,9 @@ def main(argv=None) -> int:
     compact = sub.add_parser("compact", help="write a compacted copy")
     compact.add_argument("path")
     compact.add_argument("output")
+    upgrade_parser = sub.add_parser("upgrade", help="write an older-format file's objects to a new file")
+    upgrade_parser.add_argument("path")
+    upgrade_parser.add_argument("output")
     args = parser.parse_args(argv)
     try:
         return _run(args)

@@ -4,10 +4,12 @@ Invariants:
 - A new file is built completely in a temporary file, fsynced, then linked
   into place, so no half-created database is ever visible under `path`.
 - open() validates the file read-only (magic, size, header crc, version, root
-  slots, catalog, schema compatibility) before creating the lock file or
-  writing anything; a failed open leaves the disk unchanged.
+  slots, the newest commit's pages, catalog, schema compatibility) before
+  creating the lock file or writing anything; a failed open leaves the disk
+  unchanged.
 - The only writes are commits (txn.publish_commit) and, after a successful
-  validation, an additive schema migration or a selector repair.
+  validation, an additive schema migration or erasing the slot of a commit
+  whose pages did not all reach the disk (see commitcheck).
 """
 
 import errno
@@ -26,6 +28,7 @@ from .lockfile import LockFile
 from .mmapfile import PagedFile, pwrite_all
 from .pagestore import NodeCache, PageView
 from .schema import describe, encode_catalog, migrate, parse_schema, schema_from_json
+from .commitcheck import commit_is_whole
 from .txn import ReadTxn, WriteTxn, publish_commit
 
 DURABILITY_MODES = ("full", "none")
@@ -38,7 +41,8 @@ class Catalog:
     tables: dict
 
 
-def _validate_header(path: str, fd: int) -> RootSlot:
+def _validate_header(path: str, fd: int):
+    """Check magic, size, header crc and version of an open file (read-only)."""
     size = os.fstat(fd).st_size
     page0 = os.pread(fd, PAGE_SIZE, 0)
     if len(page0) < len(layout.MAGIC) or page0[:len(layout.MAGIC)] != layout.MAGIC:
@@ -49,26 +53,43 @@ def _validate_header(path: str, fd: int) -> RootSlot:
     if problem == "crc":
         raise CorruptFileError(f"{path}: header checksum mismatch")
     if problem == "version":
+        version = layout.header_version(page0)
+        if layout.OLDEST_UPGRADABLE_VERSION <= version < layout.FORMAT_VERSION:
+            raise UnsupportedVersionError(
+                f"{path}: format version {version} is older than this engine's ({layout.FORMAT_VERSION}); "
+                f"convert it with: python -m engine upgrade {path} NEW_PATH")
         raise UnsupportedVersionError(
-            f"{path}: format version {layout.header_version(page0)} is not supported "
+            f"{path}: format version {version} is not supported "
             f"(this engine reads version {layout.FORMAT_VERSION})")
-    slot = (layout.read_current_slot(lambda: os.pread(fd, layout.HEAD_BYTES, 0))
-            or layout.decode_slot(page0, 1 - layout.read_selector(page0)))   # torn slot: use the other
-    if slot is None:
+
+
+def _choose_commit(path: str, mapping, file_pages: int):
+    """-> (current RootSlot, index of a newer slot whose commit is not whole, or None).
+
+    The newest slot with a good crc is current if every page of its commit is
+    on disk (commitcheck); otherwise the commit was cut by a crash before its
+    fsync returned and the other slot, whose pages were all synced first, is."""
+    slots = layout.slots_newest_first(layout.read_stable_head(lambda: mapping[:layout.HEAD_BYTES]))
+    if not slots:
         raise CorruptFileError(f"{path}: both root slots are damaged")
-    if slot.npages * PAGE_SIZE > size:
-        raise TruncatedFileError(f"{path}: file has {size // PAGE_SIZE} pages, header needs {slot.npages}")
-    return slot
+    for rank, (_index, slot) in enumerate(slots):
+        if slot.npages <= file_pages and commit_is_whole(mapping, file_pages, slot):
+            return slot, (slots[0][0] if rank else None)
+    newest = slots[0][1]
+    if newest.npages > file_pages:
+        raise TruncatedFileError(f"{path}: file has {file_pages} pages, header needs {newest.npages}")
+    raise CorruptFileError(f"{path}: the pages of the last commit(s) are damaged (txn {newest.txnid})")
 
 
 def _create_file(path: str, classes: dict):
     """Write an empty database to a temp file and link it into place atomically."""
     catalog = encode_catalog(classes, {})
     pgnos = list(range(1, 1 + layout.chain_page_count(len(catalog))))
-    slot = RootSlot(1, 1 + len(pgnos), pgnos[0], len(catalog), 0, 0)
+    chain = dict(layout.encode_chain(catalog, pgnos, 1))
+    slot = RootSlot(1, 1 + len(pgnos), pgnos[0], len(catalog), 0, 0, *layout.pages_digest(chain))
     header = bytearray(layout.encode_header())
-    header[layout.SLOT_OFFSETS[0]:layout.SLOT_OFFSETS[0] + layout.SLOT.size + 4] = layout.encode_slot(slot)
-    pages = [bytes(header)] + [page for _, page in layout.encode_chain(catalog, pgnos, 1)]
+    header[layout.SLOT_OFFSETS[0]:layout.SLOT_OFFSETS[0] + layout.SLOT_SIZE] = layout.encode_slot(slot)
+    pages = [bytes(header)] + [chain[pgno] for pgno in pgnos]
     tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -127,16 +148,17 @@ class Database:
         self._lock = None
         self._file = None
         try:
-            slot = _validate_header(self.path, fd)
+            _validate_header(self.path, fd)
             self._file = PagedFile(self.path, fd)
             fd = -1
+            slot, broken = _choose_commit(self.path, self._file.map, self._file.mapped_pages)
             self._cache = NodeCache()
             self._catalogs = {}
             stored = self._catalog(self._view(slot), slot)
             changed = migrate(stored.classes, wanted)[2] if wanted else False
             self._lock = LockFile(self.path)
-            if layout.decode_slot(self._file.remap(1), layout.read_selector(self._file.map)) is None:
-                self._repair_selector()
+            if broken is not None:
+                self._erase_cut_commit()
             if changed:
                 self._migrate(wanted)
         except BaseException:
@@ -156,9 +178,9 @@ class Database:
         self._check_open()
         mapping = self._file.remap(1)
         for attempt in range(META_RETRIES):
-            slot = layout.read_current_slot(lambda: mapping[:layout.HEAD_BYTES])
-            if slot is not None:
-                return slot
+            current = layout.read_current_slot(lambda: mapping[:layout.HEAD_BYTES])
+            if current is not None:
+                return current[1]
             time.sleep(0.0001 if attempt > 10 else 0)
         raise CorruptFileError(f"{self.path}: current root slot is damaged")
 
@@ -182,14 +204,15 @@ class Database:
     def _publish(self, pages: dict, slot: RootSlot):
         publish_commit(self._file, pages, slot, self.durable)
 
-    def _repair_selector(self):
-        """After a torn header write (power loss), point the selector at the good slot."""
+    def _erase_cut_commit(self):
+        """After a crash cut a commit short (its slot arrived, a page did not), zero
+        that slot so no reader takes it; the next commit reuses the sector."""
         self._lock.acquire_writer()
         try:
-            page0 = self._file.remap(1)
-            selected = layout.read_selector(page0)
-            if layout.decode_slot(page0, selected) is None and layout.decode_slot(page0, 1 - selected):
-                self._file.write_at(layout.SELECTOR_OFFSET, bytes((1 - selected,)))
+            pages = self._file.file_pages()
+            _slot, broken = _choose_commit(self.path, self._file.remap(pages), pages)
+            if broken is not None:           # still so, now that no writer can be mid-commit
+                self._file.write_at(layout.SLOT_OFFSETS[broken], bytes(layout.SLOT_SIZE))
                 self._file.sync()
         finally:
             self._lock.release_writer()

@@ -2,16 +2,20 @@
 
 File = whole 4096-byte pages. Page 0 is the header:
 
-    0   magic          8 bytes  b"REALMENG"
-    8   format version u32
-    12  page size      u32
-    16  header crc32   u32      over bytes 0..16
-    32  selector       u8       0 or 1: which root slot is current
-    64  root slot 0    64 bytes
-    128 root slot 1    64 bytes
+    0     magic          8 bytes  b"REALMENG"
+    8     format version u32
+    12    page size      u32
+    16    header crc32   u32      over bytes 0..16
+    512   root slot 0    SLOT_SIZE bytes, alone in its 512-byte sector
+    1024  root slot 1    SLOT_SIZE bytes, alone in its 512-byte sector
 
 A root slot is (txnid u64, npages u64, catalog pgno u64, catalog length u32,
-freelist pgno u64, freelist length u32, crc32 u32 over the preceding bytes).
+freelist pgno u64, freelist length u32, commit pages u32, commit crc u32,
+crc32 u32 over the preceding bytes).  The current commit is the slot with the
+larger txnid among those whose crc matches; a writer overwrites the other one.
+(commit pages, commit crc) is the commit digest: the number of pages the commit
+wrote and a crc over their (pgno, page crc) pairs, so that opening a file can
+tell whether every page of the newest commit reached the disk (commitcheck).
 
 Every other page starts with a 16-byte page header
 (type u8, flags u8, count u16, crc32 u32, txnid u64).  The crc covers the whole
@@ -34,15 +38,19 @@ from dataclasses import dataclass
 
 PAGE_SIZE = 4096
 MAGIC = b"REALMENG"
-FORMAT_VERSION = 2                       # 2: fixed-width leaves (LEAF_FIXED)
+FORMAT_VERSION = 3                       # 3: root slots in own sectors + commit digest, no selector
+OLDEST_UPGRADABLE_VERSION = 2            # `python -m engine upgrade` reads versions 2 .. current
 
+U32 = struct.Struct("<I")
 HEADER = struct.Struct("<8sII")          # magic, version, page size
 HEADER_CRC = struct.Struct("<I")
 HEADER_CRC_OFFSET = 16
-SELECTOR_OFFSET = 32
-SLOT_OFFSETS = (64, 128)
-SLOT = struct.Struct("<QQQIQI")          # txnid npages cat_pg cat_len fl_pg fl_len
+SECTOR_SIZE = 512                        # the unit a disk writes atomically (or tears)
+SLOT_OFFSETS = (SECTOR_SIZE, 2 * SECTOR_SIZE)
+SLOT = struct.Struct("<QQQIQIII")        # txnid npages cat_pg cat_len fl_pg fl_len commit_pages commit_crc
 SLOT_CRC = struct.Struct("<I")
+SLOT_SIZE = SLOT.size + SLOT_CRC.size
+COMMIT_ENTRY = struct.Struct("<QI")      # (pgno, page crc), the unit of the commit digest
 
 PAGE_HEADER = struct.Struct("<BBHIQ")    # type flags count crc txnid
 PAGE_HEADER_SIZE = PAGE_HEADER.size      # 16
@@ -57,7 +65,6 @@ MAX_KEY_SIZE = 512
 INLINE_VALUE_MAX = 1024                  # larger leaf values go to chain pages
 
 U16 = struct.Struct("<H")
-U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
 OVERFLOW_REF = struct.Struct("<QI")
 CHAIN_HEAD = struct.Struct("<QI")        # next pgno, bytes used in this page
@@ -73,6 +80,8 @@ class RootSlot:
     catalog_len: int
     freelist_pgno: int
     freelist_len: int
+    commit_pages: int = 0
+    commit_crc: int = 0
 
 
 def encode_header() -> bytes:
@@ -102,41 +111,67 @@ def header_version(buf) -> int:
 
 def encode_slot(slot: RootSlot) -> bytes:
     body = SLOT.pack(slot.txnid, slot.npages, slot.catalog_pgno, slot.catalog_len,
-                     slot.freelist_pgno, slot.freelist_len)
+                     slot.freelist_pgno, slot.freelist_len, slot.commit_pages, slot.commit_crc)
     return body + SLOT_CRC.pack(zlib.crc32(body))
+
+
+def slot_fields(buf, offset: int, body_struct=SLOT) -> tuple | None:
+    """The fields of a slot at `offset` (body, then its crc32); None if the crc
+    does not match or the slot is all zero (torn / empty / erased)."""
+    body = bytes(buf[offset:offset + body_struct.size])
+    (crc,) = SLOT_CRC.unpack_from(buf, offset + body_struct.size)
+    if crc != zlib.crc32(body) or body == bytes(body_struct.size):
+        return None
+    return body_struct.unpack(body)
 
 
 def decode_slot(buf, index: int) -> RootSlot | None:
     """Decode root slot `index`; None if its checksum does not match (torn/empty)."""
-    offset = SLOT_OFFSETS[index]
-    body = bytes(buf[offset:offset + SLOT.size])
-    (crc,) = SLOT_CRC.unpack_from(buf, offset + SLOT.size)
-    if crc != zlib.crc32(body) or body == bytes(SLOT.size):
-        return None
-    return RootSlot(*SLOT.unpack(body))
+    fields = slot_fields(buf, SLOT_OFFSETS[index])
+    return RootSlot(*fields) if fields else None
 
 
-def read_selector(buf) -> int:
-    return buf[SELECTOR_OFFSET] & 1
+def slots_newest_first(head) -> list:
+    """[(index, RootSlot)] of the slots whose crc matches, larger txnid first."""
+    slots = [(i, decode_slot(head, i)) for i in (0, 1)]
+    return sorted(((i, s) for i, s in slots if s is not None), key=lambda item: -item[1].txnid)
 
 
-HEAD_BYTES = SLOT_OFFSETS[1] + SLOT.size + SLOT_CRC.size   # selector + both slots
+HEAD_BYTES = SLOT_OFFSETS[1] + SLOT_SIZE   # up to the end of slot 1
 
 
-def read_current_slot(read_head) -> RootSlot | None:
-    """The committed root slot, read while a writer may be updating the header.
+def read_stable_head(read_head) -> bytes:
+    """The first HEAD_BYTES of page 0, read while a writer may be updating a slot.
 
-    read_head() returns the first HEAD_BYTES of page 0.  A writer only writes
-    the slot the selector does not name, so a slot read is trusted once two
-    consecutive reads of selector + slots are identical (a slot rewritten
-    between them would differ).  Returns None if the named slot is damaged.
-    """
+    read_head() returns those bytes.  A writer only writes the slot that is not
+    the current one, so a read is trusted once two consecutive reads are
+    identical (a slot rewritten between them would differ); a slot caught
+    half-written fails its crc and is simply not a candidate."""
     previous = bytes(read_head())
     while True:
         current = bytes(read_head())
         if current == previous:
-            return decode_slot(current, read_selector(current))
+            return current
         previous = current
+
+
+def read_current_slot(read_head):
+    """(index, RootSlot) of the newest slot whose crc matches, or None if neither does."""
+    slots = slots_newest_first(read_stable_head(read_head))
+    return slots[0] if slots else None
+
+
+def commit_digest(page_crcs: dict) -> tuple:
+    """(page count, crc over sorted (pgno, page crc) pairs) of one commit's pages."""
+    crc = 0
+    for pgno in sorted(page_crcs):
+        crc = zlib.crc32(COMMIT_ENTRY.pack(pgno, page_crcs[pgno]), crc)
+    return len(page_crcs), crc
+
+
+def pages_digest(pages: dict) -> tuple:
+    """commit_digest of {pgno: sealed page bytes}."""
+    return commit_digest({pgno: U32.unpack_from(page, 4)[0] for pgno, page in pages.items()})
 
 
 def page_crc(page) -> int:

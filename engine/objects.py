@@ -135,13 +135,17 @@ class TableState:
             user_key = self.next_id
             key = encode_object_id(user_key)
             self.next_id += 1
+        self.restore(key, vals)
+        return user_key
+
+    def restore(self, key: bytes, vals: list):
+        """Store a new object under a known key (insert, and loading a copy)."""
         self.tree.put(key, self.codec.encode(vals))
         target = b"" if self.short_index else key
         for name, index_key in self.index_entries(key, vals):
             self.indexes[name].put(index_key, target)
         self.count += 1
         self.dirty = True
-        return user_key
 
     def load(self, user_key):
         key = self.object_key(user_key)

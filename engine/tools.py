@@ -1,4 +1,4 @@
-"""Maintenance: stats, verify, dump and compaction (write_copy_to).
+"""Maintenance: stats, verify, dump, compaction (write_copy_to) and upgrade.
 
 verify() checks, on one consistent snapshot:
 - header magic/version/crc and the selected root slot's crc;
@@ -14,6 +14,7 @@ It returns a list of one-line problem descriptions ([] = clean).
 import os
 
 from . import layout
+from .commitcheck import commit_is_whole
 from .errors import CorruptFileError, EngineError
 from .freelist import FreeList
 from .layout import PAGE_SIZE
@@ -128,8 +129,8 @@ def verify(db) -> list:
         page0 = view.map[:PAGE_SIZE]
         if layout.check_header(page0):
             problems.append(f"header: {layout.check_header(page0)} check failed")
-        if layout.decode_slot(page0, layout.read_selector(page0)) is None:
-            problems.append("header: selected root slot is damaged")
+        if not commit_is_whole(view.map, view.npages, meta):
+            problems.append(f"header: the pages of commit {meta.txnid} do not match its root slot's digest")
         walker = _Walker(view, problems)
         walker.chain(meta.catalog_pgno, "catalog")
         free = {}
@@ -177,7 +178,7 @@ def stats(db) -> dict:
             "pages_allocated": meta.npages,
             "pages_in_trees": len(walker.owner),
             "pages_free": len(free),
-            "pages_free_reusable_now": free.reusable_count(min([meta.txnid - 1] + [t for _, t in readers])),
+            "pages_free_reusable_now": free.reusable_count(min([meta.txnid] + [t for _, t in readers])),
             "version": meta.txnid,
             "live_snapshots": len(readers),
             "oldest_snapshot": min((t for _, t in readers), default=None),
@@ -192,28 +193,51 @@ def dump(db, class_name: str):
             yield {"_key": obj.key, **obj}
 
 
-def write_copy_to(db, path: str):
-    """Copy the latest commit into a new, compact file (fails if `path` exists)."""
+def _write_new_file(path: str, classes: dict, fill):
+    """Build a database at `path` (which must not exist) through a temp file:
+    fill(table name, TableState) stores each class's objects, one commit per
+    class without fsyncs, then one fsync and the rename make it whole."""
     from .db import Database
     if os.path.exists(path):
-        raise EngineError(f"{path}: already exists; write_copy_to never overwrites")
+        raise EngineError(f"{path}: already exists; it is never overwritten")
     tmp = f"{path}.copying-{os.getpid()}"
-    with db.read() as snap:
-        target = Database(tmp, describe(snap.classes), durability="none")
-        try:
-            for name in snap.classes:
-                source = snap._table(name)
-                with target.write() as tx:
-                    table = tx._table(name)
-                    for key, value in source.tree.items():
-                        table.tree.put(key, value)
-                    for prop, tree in source.indexes.items():
-                        for key, value in tree.items():
-                            table.indexes[prop].put(key, value)
-                    table.count, table.next_id = source.count, source.next_id
-                    table.dirty = True
-            target._file.sync()
-        finally:
-            target.close()
+    target = Database(tmp, describe(classes), durability="none")
+    try:
+        for name in classes:
+            with target.write() as tx:
+                table = tx._table(name)
+                fill(name, table)
+                table.dirty = True
+        target._file.sync()
+    finally:
+        target.close()
     os.rename(tmp, path)
     os.unlink(tmp + ".lock")
+
+
+def write_copy_to(db, path: str):
+    """Copy the latest commit into a new, compact file (fails if `path` exists)."""
+    with db.read() as snap:
+        def fill(name, table):
+            source = snap._table(name)
+            for key, value in source.tree.items():
+                table.tree.put(key, value)
+            for prop, tree in source.indexes.items():
+                for key, value in tree.items():
+                    table.indexes[prop].put(key, value)
+            table.count, table.next_id = source.count, source.next_id
+        _write_new_file(path, snap.classes, fill)
+
+
+def upgrade(source: str, path: str):
+    """Write the objects of an older-format file `source` into a new file at `path`."""
+    from .legacy import OldFile
+    old = OldFile(source)
+    try:
+        def fill(name, table):
+            for key, values in old.objects(name):
+                table.restore(key, values)
+            table.next_id = old.next_id(name)
+        _write_new_file(path, old.classes, fill)
+    finally:
+        old.close()

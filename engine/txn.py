@@ -6,18 +6,18 @@ retries), so the writer never recycles a page the snapshot can reach.
 
 WriteTxn: holds the cross-process writer lock from begin to commit/abort.  All
 changes are copy-on-write nodes in memory; commit allocates pages (reused ones
-only when freed at txnid <= min(oldest live reader, current - 1), which keeps
-the previous root slot's tree intact too), pwrites them together with the
-inactive root slot, fsyncs, flips the selector byte and fsyncs again.  Abort
-just drops the in-memory nodes: the file is never touched before commit.
+only when freed at txnid <= min(oldest live reader, current), so no page of the
+current commit is touched), pwrites them and the other root slot, then fsyncs
+once (publish_commit has the crash argument).  Abort just drops the in-memory
+nodes: the file is never touched before commit.
 """
 
 
 from .btree import write_blob
 from .errors import TransactionError
 from .freelist import FreeList
-from .layout import (SELECTOR_OFFSET, SLOT_OFFSETS, RootSlot, chain_page_count, encode_chain,
-                     encode_slot, read_selector)
+from .layout import (SLOT_OFFSETS, RootSlot, chain_page_count, encode_chain, encode_slot,
+                     pages_digest, read_current_slot, HEAD_BYTES)
 from .objects import TableState, ObjectAccess
 from .schema import encode_catalog
 
@@ -165,7 +165,11 @@ class WriteTxn(_Txn):
     def _write_commit(self):
         db, meta, txnid, freelist = self._db, self._meta, self._new_txnid, self._freelist
         oldest = db._lock.oldest_reader_txnid()
-        limit = meta.txnid - 1 if oldest is None else min(meta.txnid - 1, oldest)
+        # Pages freed at V are part of snapshots older than V only.  The current
+        # commit (meta) must survive this one's failure, and its slot is the one
+        # not overwritten (each slot has its own sector, so writing one cannot
+        # tear the other): pages freed at <= meta.txnid are free to reuse.
+        limit = meta.txnid if oldest is None else min(meta.txnid, oldest)
         freelist.prepare(limit)
         npages = meta.npages
 
@@ -197,18 +201,38 @@ class WriteTxn(_Txn):
             freelist_pages.append(alloc())
         out.update(encode_chain(data, freelist_pages, txnid))
         slot = RootSlot(txnid, npages, catalog_ref.pgno, catalog_ref.length,
-                        freelist_pages[0] if freelist_pages else 0, len(data))
+                        freelist_pages[0] if freelist_pages else 0, len(data), *pages_digest(out))
         db._publish(out, slot)
 
 
 def publish_commit(paged_file, out: dict, slot: RootSlot, durable: bool):
-    """Write pages + inactive slot, fsync, flip selector, fsync (the commit point)."""
+    """Write the commit's pages and root slot, then fsync once.
+
+    Crash argument.  Before this call the file holds commit C (the newest slot
+    whose crc matches) and every page C reaches is on disk (C's own fsync
+    returned).  This writes only (a) pages no snapshot of C or later can reach
+    (taken from the free list up to C, or past C's npages), and (b) the slot
+    sector that does not hold C.  So whatever subset of these writes a crash
+    keeps, C's slot and tree are intact.
+    - Process killed (the kernel keeps every write already made): either the
+      slot write was made, after all pages, and the new commit is whole, or it
+      was not (or is half made: its crc fails) and C is current.
+    - Power lost / FUSE daemon killed before the fsync returned (any subset of
+      the writes may be lost, a slot sector may be torn): if the new slot did
+      not survive intact its crc fails and C is current; if it did but a page
+      did not, opening the file sees that the pages do not reproduce the slot's
+      commit digest (commitcheck), erases the slot and uses C.
+    - After the fsync returns, every write is on disk: the commit is durable.
+    So the fsync is the commit point, and it is the only one.  Readers in
+    other processes may see the new slot as soon as it is written (all its
+    pages were written before it); only a power loss can take back such a
+    commit, and it then takes back nothing a durable commit promised.
+    durability="none" skips the fsync (safe against process death only).
+    """
     paged_file.ensure_size(slot.npages)
     paged_file.write_pages(out)
-    target = 1 - read_selector(paged_file.remap(1))
+    current = read_current_slot(lambda: paged_file.remap(1)[:HEAD_BYTES])
+    target = 1 - current[0] if current is not None else 0
     paged_file.write_at(SLOT_OFFSETS[target], encode_slot(slot))
-    if durable:
-        paged_file.sync()
-    paged_file.write_at(SELECTOR_OFFSET, bytes((target,)))
     if durable:
         paged_file.sync()
