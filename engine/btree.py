@@ -89,20 +89,33 @@ class Tree:
             return self.resolve(value) if type(value) is Overflow else value
         return None
 
-    def items(self, start: bytes | None = None):
-        """(key, value) pairs with key >= start, ascending.  Not safe across writes."""
-        if self.root:
-            yield from self._walk(self._node(self.root), start)
-
-    def _walk(self, node: Node, start):
-        if node.leaf:
-            first = 0 if start is None else bisect_left(node.keys, start)
-            for i in range(first, len(node.keys)):
-                yield node.keys[i], self.resolve(node.vals[i])
+    def items(self, start: bytes | None = None, raw: bool = False):
+        """(key, value) pairs with key >= start, ascending.  Not safe across writes.
+        raw=True leaves values stored in chains as Overflow refs (resolve() reads
+        them), so a caller that stops at a key reads no value it does not want."""
+        if not self.root:
             return
-        first = 0 if start is None else bisect_right(node.keys, start)
-        for i in range(first, len(node.vals)):
-            yield from self._walk(self._node(node.vals[i]), start if i == first else None)
+        # An explicit stack of (node, next index): no generator per tree level.
+        stack = [(self._node(self.root), None)]
+        resolve = self.resolve
+        while stack:
+            node, i = stack.pop()
+            if node.leaf:
+                keys, vals = node.keys, node.vals
+                first = 0 if start is None else bisect_left(keys, start)
+                start = None
+                if raw or not node.spill:
+                    yield from zip(keys[first:], vals[first:])
+                else:
+                    for j in range(first, len(keys)):
+                        value = vals[j]
+                        yield keys[j], resolve(value) if type(value) is Overflow else value
+                continue
+            if i is None:
+                i = 0 if start is None else bisect_right(node.keys, start)
+            if i + 1 < len(node.vals):
+                stack.append((node, i + 1))
+            stack.append((self._node(node.vals[i]), None))
 
     # -- copy-on-write ------------------------------------------------------
 

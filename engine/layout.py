@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 PAGE_SIZE = 4096
 MAGIC = b"REALMENG"
-FORMAT_VERSION = 3                       # 3: root slots in own sectors + commit digest, no selector
+FORMAT_VERSION = 4                       # 4: compact records (no primary key, narrow lengths), empty index values
 OLDEST_UPGRADABLE_VERSION = 2            # `python -m engine upgrade` reads versions 2 .. current
 
 U32 = struct.Struct("<I")

@@ -1,16 +1,18 @@
 """Objects: tables of typed records, primary keys and secondary indexes.
 
 Each class has one object tree (key = encoded primary key, or the big-endian
-u64 object id for classes without one; value = encoded record) and one index
-tree per indexed property (key = encoded value + object key, value = object
-key).  Invariant: after every write operation the index trees hold exactly one
+u64 object id for classes without one; value = encoded record without the
+primary key) and one index tree per indexed property (key = encoded value +
+object key, value empty: encoded values are prefix-free, so the object key is
+what follows the value, codec.index_value_length).  Invariant: after every write operation the index trees hold exactly one
 entry per object and property, and the catalog count equals the number of
 objects; tools.verify checks both.
 """
 
 from .btree import Tree
-from .codec import (INDEX_PREFIX, INT64_MAX, INT64_MIN, KEY_U64, RecordCodec, check_value, decode_object_id, decode_primary_key,
-                    default_value, encode_index_value, encode_object_id, encode_primary_key)
+from .codec import (INDEX_PREFIX, INT64_MAX, INT64_MIN, KEY_U64, RecordCodec, check_value, decode_object_id,
+                    decode_primary_key, default_value, encode_index_value, encode_object_id, encode_primary_key,
+                    index_value_length)
 from .errors import (DuplicateKeyError, ObjectNotFoundError, QueryError, TransactionError,
                      ValidationError)
 from .layout import MAX_KEY_SIZE
@@ -47,14 +49,16 @@ class TableState:
         self.names = [p.name for p in cls.properties]
         self.name_set = frozenset(self.names)
         self.wheres = [f"{cls.name}.{name}" for name in self.names]   # for error messages
-        self.codec = RecordCodec.for_props(cls.properties)
         self.pk_prop = cls.by_name.get(cls.primary_key) if cls.primary_key else None
         self.pk_pos = self.names.index(cls.primary_key) if cls.primary_key else None
+        self.codec = RecordCodec.for_props(cls.properties, self.pk_pos)
         self.int_keys = self.pk_prop is not None and self.pk_prop.type == "int"
-        # Object keys of int primary keys and object ids are always 8 bytes, so
-        # index entries store an empty value: the object key is the last 8
-        # bytes of the index key (query.Scan).  Other tables store it.
-        self.short_index = self.pk_prop is None or self.int_keys
+        # Index entries store no value: the object key is the index key's tail,
+        # its last 8 bytes when object keys are always 8 bytes (int primary
+        # keys, object ids), else what follows the prefix-free encoded value.
+        short = self.pk_prop is None or self.int_keys
+        self.object_key_in = {p.name: (lambda k: k[-8:]) if short else
+                              (lambda k, p=p: k[index_value_length(p, k):]) for p in cls.indexed()}
         # values_for fast path: a value of exactly this type needs no
         # normalisation by check_value (ints still need the range check).
         self.fields = [(p.name, None if p.is_list else _PLAIN.get(p.type), p.type == "int" and not p.is_list,
@@ -82,7 +86,7 @@ class TableState:
         if self.int_keys and type(key) is int and INT64_MIN <= key <= INT64_MAX:
             return _INT_KEY(key - INT64_MIN)      # fast path of point reads
         if self.pk_prop is not None:
-            value = check_value(f"{self.cls.name} primary key", self.pk_prop, key)
+            value = check_value(f"{self.cls.name}.{self.pk_prop.name} (primary key)", self.pk_prop, key)
             encoded = encode_primary_key(self.pk_prop, value)
             if len(encoded) > MAX_PRIMARY_KEY_SIZE:
                 raise ValidationError(
@@ -96,6 +100,12 @@ class TableState:
         if self.pk_prop is not None:
             return decode_primary_key(self.pk_prop, key)
         return decode_object_id(key)
+
+    def decode(self, key: bytes, record: bytes) -> list:
+        """Property values of the object stored under `key`."""
+        if self.pk_prop is None:
+            return self.codec.decode(record)
+        return self.codec.decode(record, decode_primary_key(self.pk_prop, key))
 
     def values_for(self, values: dict, base=None) -> list:
         if not isinstance(values, dict):
@@ -141,9 +151,8 @@ class TableState:
     def restore(self, key: bytes, vals: list):
         """Store a new object under a known key (insert, and loading a copy)."""
         self.tree.put(key, self.codec.encode(vals))
-        target = b"" if self.short_index else key
         for name, index_key in self.index_entries(key, vals):
-            self.indexes[name].put(index_key, target)
+            self.indexes[name].put(index_key, b"")
         self.count += 1
         self.dirty = True
 
@@ -152,7 +161,7 @@ class TableState:
         record = self.tree.get(key)
         if record is None:
             raise ObjectNotFoundError(f"{self.cls.name}: no object with key {user_key!r:.60}")
-        return key, self.codec.decode(record)
+        return key, self.codec.decode(record, user_key)
 
     def modify(self, user_key, changes: dict):
         key, old = self.load(user_key)
@@ -164,7 +173,7 @@ class TableState:
         for name, index_key in self.index_entries(key, new):
             if old_entries[name] != index_key:
                 self.indexes[name].delete(old_entries[name])
-                self.indexes[name].put(index_key, b"" if self.short_index else key)
+                self.indexes[name].put(index_key, b"")
         self.tree.put(key, record)
         self.dirty = True
 
@@ -182,8 +191,8 @@ class TableState:
         pos = self.names.index(prop_name)
         prop = self.cls.properties[pos]
         for key, record in list(self.tree.items()):
-            value = self.codec.decode(record)[pos]
-            tree.put(encode_index_value(prop, value) + key, b"" if self.short_index else key)
+            value = self.decode(key, record)[pos]
+            tree.put(encode_index_value(prop, value) + key, b"")
         self.indexes[prop_name] = tree
         self.dirty = True
 
@@ -201,10 +210,14 @@ class ObjectAccess:
         if table.int_keys and type(key) is int and INT64_MIN <= key <= INT64_MAX:
             record = table.tree.get(_INT_KEY(key - INT64_MIN))     # point-read fast path
         else:
-            record = table.tree.get(table.object_key(key))
+            try:
+                object_key = table.object_key(key)
+            except ValidationError as exc:      # a read: the key is a query argument
+                raise QueryError(str(exc)) from None
+            record = table.tree.get(object_key)
         if record is None:
             return None
-        obj = Obj(zip(table.names, table.codec.decode(record)))
+        obj = Obj(zip(table.names, table.codec.decode(record, key)))
         obj.key = key
         return obj
 

@@ -104,8 +104,14 @@ class PageView:
                 raise CorruptFileError(f"{self.path}: broken page chain at page {pgno}")
             seen.add(pgno)
             pages.append(pgno)
-            pgno, _ = decode_chain_page(self.map, pgno * PAGE_SIZE)
+            pgno, _ = self._chain_page(pgno)
         return pages
+
+    def _chain_page(self, pgno: int):
+        try:
+            return decode_chain_page(self.map, pgno * PAGE_SIZE)
+        except ValueError as exc:
+            raise CorruptFileError(f"{self.path}: chain page {pgno} is damaged ({exc})") from None
 
     def read_blob(self, pgno: int, length: int) -> bytes:
         parts = []
@@ -114,7 +120,7 @@ class PageView:
             self._check_pgno(pgno)
             if page_type(self.map, pgno * PAGE_SIZE) != TYPE_CHAIN:
                 raise CorruptFileError(f"{self.path}: page {pgno} is not a chain page")
-            pgno, data = decode_chain_page(self.map, pgno * PAGE_SIZE)
+            pgno, data = self._chain_page(pgno)
             parts.append(data)
             total += len(data)
         blob = b"".join(parts)

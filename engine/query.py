@@ -14,6 +14,8 @@ to return a superset of the matches.  Results are materialised before they
 are yielded, so iterating inside a write transaction while writing is safe.
 """
 
+import datetime as dt
+
 from .codec import check_value, encode_index_value, encode_primary_key
 from .errors import QueryError, ValidationError
 from .objects import Obj
@@ -33,10 +35,31 @@ class Q:
             self.children.append(("pred", prop, oper or "eq", value))
 
     def __and__(self, other):
-        return Q(self, other, _op="and")
+        return Q(self, _q(other), _op="and")
 
     def __or__(self, other):
-        return Q(self, other, _op="or")
+        return Q(self, _q(other), _op="or")
+
+
+def _q(value) -> "Q":
+    if not isinstance(value, Q):
+        raise QueryError(f"Q objects combine with Q objects, not {type(value).__name__} {value!r:.60}")
+    return value
+
+
+def _naive_utc(value):
+    return value if value.tzinfo is None else value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def comparable(prop):
+    """None, or a function mapping values of `prop` to values that compare
+    without error and as their keys do: datetimes become naive UTC (a naive
+    datetime is stored as UTC), so aware and naive ones can be compared."""
+    if prop.type != "datetime":
+        return None
+    if prop.is_list:
+        return lambda values: None if values is None else [_naive_utc(v) for v in values]
+    return lambda value: None if value is None else _naive_utc(value)
 
 
 def _compile(node, table):
@@ -74,10 +97,14 @@ def _compile(node, table):
     except ValidationError as exc:
         raise QueryError(str(exc)) from None
     pos = table.names.index(prop_name)
-    return _predicate(pos, oper, value), _plan_predicate(table, prop, oper, value)
+    return _predicate(pos, oper, value, comparable(prop)), _plan_predicate(table, prop, oper, value)
 
 
-def _predicate(pos, oper, value):
+def _predicate(pos, oper, value, norm):
+    if norm is not None:
+        value = norm(value)
+        test = _predicate(0, oper, value, None)
+        return lambda v: test((norm(v[pos]),))
     if oper == "eq":
         return lambda v: v[pos] == value
     if oper == "ne":
@@ -92,12 +119,15 @@ class Scan:
 
     Bounds are encoded keys; the scan starts at `low` and stops at the first key
     whose first len(high) bytes exceed `high` (encodings are prefix-free, so
-    that is the first key whose value is past the upper bound).
+    that is the first key whose value is past the upper bound).  Calling it
+    gives [(object key, record or None)]: a scan of the object tree has each
+    record in hand and hands it on (no second lookup); an index scan gives
+    None, and `object_key_of` cuts the object key out of each index key.
     """
 
-    def __init__(self, tree, via_index: bool, low, high):
+    def __init__(self, tree, object_key_of, low, high):
         self.tree = tree
-        self.via_index = via_index
+        self.object_key_of = object_key_of     # None: the object tree itself
         self.low = low
         self.high = high
 
@@ -105,32 +135,33 @@ class Scan:
         """Intersection with another scan of the same tree."""
         lows = [b for b in (self.low, other.low) if b is not None]
         highs = [b for b in (self.high, other.high) if b is not None]
-        return Scan(self.tree, self.via_index, max(lows) if lows else None,
+        return Scan(self.tree, self.object_key_of, max(lows) if lows else None,
                     min(highs) if highs else None)
 
     def __call__(self) -> list:
-        keys, high = [], self.high
-        for key, stored in self.tree.items(self.low):
+        rows, high, key_of, resolve = [], self.high, self.object_key_of, self.tree.resolve
+        for key, stored in self.tree.items(self.low, raw=True):
             if high is not None and key[:len(high)] > high:
                 break
-            keys.append((stored or key[-8:]) if self.via_index else key)   # empty: the key's last 8 bytes
-        return keys
+            rows.append((key, resolve(stored)) if key_of is None else (key_of(key), None))
+        return rows
 
 
 def _plan_predicate(table, prop, oper, value):
     if oper == "ne":
         return None
     if prop.name == table.cls.primary_key:
-        tree, via_index, encode = table.tree, False, lambda v: encode_primary_key(prop, v)
+        tree, key_of, encode = table.tree, None, lambda v: encode_primary_key(prop, v)
     elif prop.name in table.indexes:
-        tree, via_index, encode = table.indexes[prop.name], True, lambda v: encode_index_value(prop, v)
+        tree, key_of = table.indexes[prop.name], table.object_key_in[prop.name]
+        encode = lambda v: encode_index_value(prop, v)   # noqa: E731
     else:
         return None
     if oper == "eq":
-        return Scan(tree, via_index, encode(value), encode(value))
+        return Scan(tree, key_of, encode(value), encode(value))
     if oper in ("gt", "gte"):
-        return Scan(tree, via_index, encode(value), b"\x02" if prop.optional else None)  # past non-nulls
-    return Scan(tree, via_index, b"\x01" if prop.optional else None, encode(value))     # skip nulls
+        return Scan(tree, key_of, encode(value), b"\x02" if prop.optional else None)  # past non-nulls
+    return Scan(tree, key_of, b"\x01" if prop.optional else None, encode(value))     # skip nulls
 
 
 def _plan_and(plans):
@@ -152,7 +183,12 @@ def _plan_or(plans):
         return None
 
     def plan():
-        return list(dict.fromkeys(key for p in plans for key in p()))
+        found = {}
+        for p in plans:
+            for key, record in p():
+                if found.get(key) is None:
+                    found[key] = record
+        return list(found.items())
     return plan
 
 
@@ -181,33 +217,41 @@ class Results:
 
     def order_by(self, *names):
         for name in names:
+            if not isinstance(name, str):
+                raise QueryError(f"{self._table.cls.name}: order_by takes property names, got {name!r:.60}")
             if name.lstrip("-") not in self._table.cls.by_name:
                 raise QueryError(f"{self._table.cls.name}: cannot order by unknown property {name!r}")
         return Results(self._txn, self._table, self._condition, names)
 
     def _matches(self):
-        """[(object key, values)] matching the condition, in key or index order."""
+        """[(object key, values)] matching the condition, in key or index order.
+        Each record is read once: from the object tree's scan, or (index scans)
+        by one lookup of the object key."""
         self._txn._check_open()
         table = self._table
-        decode = table.codec.decode
+        decode = table.decode
         if self._condition is None:
-            return [(k, decode(r)) for k, r in table.tree.items()]
+            return [(k, decode(k, r)) for k, r in table.tree.items()]
         test, plan = _compile(self._condition, table)
         if plan is None:
-            rows = ((k, decode(r)) for k, r in table.tree.items())
+            rows = ((k, decode(k, r)) for k, r in table.tree.items())
         else:
             rows = []
-            for key in plan():
-                record = table.tree.get(key)
-                if record is not None:
-                    rows.append((key, decode(record)))
+            get = table.tree.get
+            for key, record in plan():
+                if record is None:
+                    record = get(key)
+                    if record is None:
+                        continue
+                rows.append((key, decode(key, record)))
         return [(k, v) for k, v in rows if test(v)]
 
     def _ordered(self):
         rows = self._matches()
         for name in reversed(self._ordering):
             pos = self._table.names.index(name.lstrip("-"))
-            rows.sort(key=lambda row: (row[1][pos] is not None, row[1][pos]),
+            norm = comparable(self._table.cls.by_name[name.lstrip("-")]) or (lambda value: value)
+            rows.sort(key=lambda row: (row[1][pos] is not None, norm(row[1][pos])),
                       reverse=name.startswith("-"))
         return rows
 

@@ -18,8 +18,18 @@ import pytest
 import engine
 from enginetest_support import REPO_ROOT, subprocess_env
 
-# The last commit whose engine wrote each older format version.
-OLD_FORMAT_COMMITS = {2: "a8763b29498a1fac3cfb627d31eb4657babbe481"}
+OLD_VERSIONS = (2, 3)
+
+
+def last_commit_writing(git, version: int) -> str:
+    """The parent of the commit that introduced version + 1: the last whose engine wrote `version`."""
+    found = subprocess.run([git, "-C", str(REPO_ROOT), "log", "--reverse", "--format=%H",
+                            f"-SFORMAT_VERSION = {version + 1} ", "--", "engine/layout.py"],
+                           capture_output=True, text=True, timeout=60)
+    commits = found.stdout.split()
+    if found.returncode or not commits:
+        pytest.skip(f"the history of engine/layout.py is not in this clone ({found.stderr.strip()})")
+    return commits[0] + "^"
 
 MAKE_OLD_FILE = r"""
 import datetime as dt, sys, engine
@@ -52,10 +62,10 @@ db.close()
 
 def old_engine(tmp_path, version: int):
     """A directory holding the engine package as it was when it wrote `version`."""
-    commit = OLD_FORMAT_COMMITS[version]
     git = shutil.which("git")
     if git is None or not (REPO_ROOT / ".git").exists():
         pytest.skip("needs git and the repository history to rebuild the old engine")
+    commit = last_commit_writing(git, version)
     archive = subprocess.run([git, "-C", str(REPO_ROOT), "archive", "--format=tar", commit, "engine"],
                              capture_output=True, timeout=60)
     if archive.returncode:
@@ -81,8 +91,9 @@ def dump_all(code_dir, path) -> dict:
     return out
 
 
-def test_old_file_is_refused_in_one_line_and_upgrades(db_dir, tmp_path):
-    old_code = old_engine(tmp_path, 2)
+@pytest.mark.parametrize("version", OLD_VERSIONS)
+def test_old_file_is_refused_in_one_line_and_upgrades(db_dir, tmp_path, version):
+    old_code = old_engine(tmp_path, version)
     old_path = str(db_dir / "old.db")
     made = run_with(old_code, "-c", MAKE_OLD_FILE, old_path)
     assert made.returncode == 0, made.stderr
@@ -94,7 +105,7 @@ def test_old_file_is_refused_in_one_line_and_upgrades(db_dir, tmp_path):
     with pytest.raises(engine.UnsupportedVersionError) as info:
         engine.open(old_path)
     message = str(info.value)
-    assert "\n" not in message and "version 2" in message and "python -m engine upgrade" in message
+    assert "\n" not in message and f"version {version}" in message and "python -m engine upgrade" in message
     cli = subprocess.run([sys.executable, "-m", "engine", "info", old_path], capture_output=True, text=True,
                          env=subprocess_env(), timeout=60)
     assert cli.returncode == 1 and len(cli.stderr.strip().splitlines()) == 1 and "upgrade" in cli.stderr
