@@ -253,7 +253,7 @@ def check_key_against_files(backing: str, key: Key, probe: Config | None = None)
                 f = open_backing(path, cipher, realm_layout=True, read_only=True)
             except Damaged:
                 continue    # a cut file says nothing about the key; verify reports it
-            os.close(f.fd)
+            f.close()
             if f.size:
                 return
         else:

@@ -50,7 +50,7 @@ from .layout import HEADER_SIZE, PAGE_SIZE
 from .pagecipher import PageCipher
 from .pagefile import looks_like_plain_realm, open_backing
 from .progress import disabled
-from .transcode import CHUNK, check_read_back, close_file, fsync_dir, keep_metadata, write_copy
+from .transcode import CHUNK, check_read_back, fsync_dir, keep_metadata, write_copy
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def _encrypt_file(src, dst: str, cipher: PageCipher, realm_layout: bool, progres
             written.update(bytes(PAGE_SIZE - size % PAGE_SIZE))
         ef.fsync()
     finally:
-        close_file(ef)
+        ef.close()
     what = src if isinstance(src, str) else "the input"
     check_read_back(dst, cipher, realm_layout, written.hexdigest(),
                     f"read-back of {dst} does not match {what}; nothing was published")
@@ -388,7 +388,7 @@ def _copy_plain(path: str, cipher: PageCipher, realm_layout: bool, out: str, pro
     try:
         _write_plain(ef, out, progress)
     finally:
-        close_file(ef)
+        ef.close()
 
 
 def _write_plain(ef, out: str, progress) -> None:
@@ -501,7 +501,7 @@ def decrypt_to_stream(src: str, stream, key: Key, *, skip_damaged: bool = False,
         if skip_damaged:
             report, bad = _first_damage(src, src, cipher, layout)
             if bad and (layout or report.header is not None):
-                close_file(ef)
+                ef.close()
                 ef = open_backing(src, cipher, realm_layout=layout, read_only=True, salvage=True,
                                   key_checked=True)
                 result.zeroed = bad
@@ -514,7 +514,7 @@ def decrypt_to_stream(src: str, stream, key: Key, *, skip_damaged: bool = False,
         stream.flush()
         result.bytes = ef.size
     finally:
-        close_file(ef)
+        ef.close()
     return result
 
 

@@ -32,6 +32,7 @@ import threading
 from collections import OrderedDict
 
 from . import fileheader, sealworker
+from .backingfile import BackingFile
 from .errors import Damaged, IntegrityError, NotEncrypted, ReadOnly, RealmfsError, WrongKey
 from .fileheader import FILE_ID_SIZE, Header, HeaderProblem
 from .layout import (
@@ -86,18 +87,24 @@ def looks_like_plain_realm(first_bytes: bytes) -> bool:
 
 
 class EncryptedFile(Truncation):
-    """Logical file API (read/write/truncate/size/flush/fsync) over encrypted pages.
+    """Logical file API (read/write/truncate/size/flush/fsync/close) over encrypted pages.
 
-    ``fd`` is a backing file descriptor opened O_RDWR (or O_RDONLY with
-    ``read_only``); the caller owns it and closes it after ``close()``.
+    ``backing`` is the BackingFile every I/O goes through (opened O_RDWR, or O_RDONLY
+    with ``read_only``), or a bare descriptor that the caller owns and closes after
+    ``close()``; ``close()`` closes a BackingFile that owns its descriptor.
     ``key_checked`` says the key was already proven right (a mount checks it
     against the backing directory's config): failures are then damage, never
     a wrong key.
     """
 
-    def __init__(self, fd: int, cipher: PageCipher, *, realm_layout: bool, name: str = "?",
-                 read_only: bool = False, key_checked: bool = False, salvage: bool = False):
-        self.fd = fd
+    def __init__(self, backing: BackingFile | int, cipher: PageCipher, *, realm_layout: bool,
+                 name: str = "?", read_only: bool = False, key_checked: bool = False,
+                 salvage: bool = False):
+        if type(backing) is int:
+            backing = BackingFile(backing, name)
+        self.backing = backing
+        # bound once: the per-page path calls these without looking them up
+        self._pread, self._preadv, self._pwrite = backing.pread, backing.preadv, backing.pwrite
         self.salvage = salvage      # read what can be read: damaged pages as zeros, read-only
         self.name = name
         self.cipher = cipher
@@ -106,7 +113,6 @@ class EncryptedFile(Truncation):
         self.key_checked = key_checked
         self.base = layout_base(realm_layout)
         self.lock = threading.RLock()
-        self.backing_writes = 0            # pwrite calls, for tests that count I/O
         self._meta: OrderedDict[int, bytearray] = OrderedDict()
         self._lost_counter: dict[int, int] = {}   # page -> counter of a torn slot 1
         self._live: dict[int, int] = {}   # block -> bitmask of pages whose slot 1 matches the disk
@@ -124,14 +130,14 @@ class EncryptedFile(Truncation):
 
     # ------------------------------------------------------------------ opening
     def _open(self) -> None:
-        physical = os.fstat(self.fd).st_size
+        physical = self.backing.size()
         if self.realm_layout:
             self._open_realm(physical)
         else:
             self._open_with_header(physical)
 
     def _open_realm(self, physical: int) -> None:
-        first = os.pread(self.fd, 24, 0) if physical else b""
+        first = self._pread(24, 0) if physical else b""
         if physical and looks_like_plain_realm(first):
             raise NotEncrypted(f"{self.name} is an unencrypted Realm file; "
                                "encrypt it first with 'realmfs encrypt'")
@@ -149,7 +155,7 @@ class EncryptedFile(Truncation):
                 self._file_id = os.urandom(FILE_ID_SIZE)
                 self._write_header(0)
             return
-        page = os.pread(self.fd, HEADER_SIZE, 0)
+        page = self._pread(HEADER_SIZE, 0)
         try:
             header = fileheader.unpack_page(page, self.cipher.mac_message)
         except HeaderProblem as problem:
@@ -192,7 +198,7 @@ class EncryptedFile(Truncation):
                 tried += 1
                 if tried > KEY_PROBE_PAGES:
                     break
-                ciphertext = os.pread(self.fd, PAGE_SIZE, page_offset(page, self.base))
+                ciphertext = self._pread(PAGE_SIZE, page_offset(page, self.base))
                 result, _ = self.cipher.classify(entry, ciphertext, page, None)
                 if result in (ReadResult.SUCCESS, ReadResult.FALLBACK):
                     return
@@ -208,7 +214,7 @@ class EncryptedFile(Truncation):
         if meta is not None:
             self._meta.move_to_end(block)
             return meta
-        raw = os.pread(self.fd, PAGE_SIZE, meta_offset(block, self.base))
+        raw = self._pread(PAGE_SIZE, meta_offset(block, self.base))
         meta = bytearray(raw) + bytearray(PAGE_SIZE - len(raw))
         self._meta[block] = meta
         if len(self._meta) > META_CACHE_BLOCKS:
@@ -247,8 +253,7 @@ class EncryptedFile(Truncation):
                 # data. Ask for the data first, so that both are in flight at once (cold
                 # random 4 KiB reads of a raw file, 3 x 3 runs: ~186 -> ~127 us per pair)
                 at = page_offset(first, self.base)
-                os.posix_fadvise(self.fd, at, page_offset(last, self.base) + PAGE_SIZE - at,
-                                 os.POSIX_FADV_WILLNEED)
+                self.backing.advise(at, page_offset(last, self.base) + PAGE_SIZE - at)
             self._read_end = offset + length
             start = offset - first * PAGE_SIZE
             if block_of(first) == block_of(last):    # one group: one copy out of the buffer
@@ -265,7 +270,7 @@ class EncryptedFile(Truncation):
         # file (the reader jumped back): start afresh, or the length would go negative.
         begin = self._prefetched_to if 0 < ahead < SEQUENTIAL_PREFETCH // 2 else start
         self._prefetched_to = start + SEQUENTIAL_PREFETCH
-        os.posix_fadvise(self.fd, begin, self._prefetched_to - begin, os.POSIX_FADV_WILLNEED)
+        self.backing.advise(begin, self._prefetched_to - begin)
 
     def _read_pages(self, first: int, last: int, *, lenient: bool = False) -> bytes:
         """Plaintext of pages first..last; raise IntegrityError on an unreadable page."""
@@ -282,7 +287,7 @@ class EncryptedFile(Truncation):
         meta = self._meta_block(block_of(first))
         array, whole = _read_buffer()
         buffer = whole[:size]
-        got = os.preadv(self.fd, [buffer], page_offset(first, self.base))
+        got = self._preadv([buffer], page_offset(first, self.base))
         view = buffer[:got]
         binding_id = self._binding_id()
         start = entry_start(first)
@@ -354,7 +359,7 @@ class EncryptedFile(Truncation):
         low = unknown[0]
         span = unknown[-1] - low + 1
         buffer = _read_buffer()[1][:span * PAGE_SIZE]
-        raw = buffer[:os.preadv(self.fd, [buffer], page_offset(low, self.base))]
+        raw = buffer[:self._preadv([buffer], page_offset(low, self.base))]
         check = self.cipher.check_pages
         if len(unknown) == span:    # one pass over the run (the usual case)
             verified = check(raw, meta, entry_start(low), low, span, binding_id)
@@ -510,17 +515,6 @@ class EncryptedFile(Truncation):
             self._pwrite(after, where)
             self._pwrite(ciphertext, page_offset(first, self.base))
 
-    def _pwrite(self, data, offset: int) -> None:
-        """One backing write: ``data`` is a buffer, or a list of buffers written one after
-        the other (one pwritev: a group sealed in two parts)."""
-        if type(data) is list:
-            written, expected = os.pwritev(self.fd, data, offset), sum(len(part) for part in data)
-        else:
-            written, expected = os.pwrite(self.fd, data, offset), len(data)
-        self.backing_writes += 1
-        if written != expected:
-            raise OSError(28, f"short write to the backing file of {self.name}")
-
     def _grow_body(self, new_size: int, written_to: int = 0) -> None:
         """Extend the backing file to Realm's resize shape for ``new_size``.
 
@@ -531,8 +525,8 @@ class EncryptedFile(Truncation):
         target = self._body_size_for(new_size) + self.base
         if written_to >= target:
             return
-        if os.fstat(self.fd).st_size < target:
-            os.ftruncate(self.fd, target)
+        if self.backing.size() < target:
+            self.backing.truncate(target)
 
     def _set_size(self, size: int) -> None:
         if self.realm_layout:
@@ -557,23 +551,33 @@ class EncryptedFile(Truncation):
 
     def fsync(self, datasync: bool = False) -> None:
         with self.lock:
-            (os.fdatasync if datasync else os.fsync)(self.fd)
+            self.backing.fsync(datasync)
 
     def close(self) -> None:
+        """Forget the caches and close the backing file if it owns its descriptor."""
         with self.lock:
             self._meta.clear()
+            self.backing.close()
+
+    def __enter__(self) -> "EncryptedFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def fd(self) -> int:
+        """The backing descriptor (-1 once an owning backing file is closed)."""
+        return self.backing.fd
 
 
 def open_backing(path: str, cipher: PageCipher, *, realm_layout: bool, read_only: bool = False,
                  key_checked: bool = False, create: bool = False, salvage: bool = False) -> EncryptedFile:
-    """Open ``path`` and wrap it; the EncryptedFile's ``fd`` must be closed by the caller."""
-    flags = os.O_RDONLY if read_only else os.O_RDWR
-    if create:
-        flags |= os.O_CREAT
-    fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+    """Open ``path`` and wrap it; the EncryptedFile owns the descriptor: ``close()`` closes it."""
+    backing = BackingFile.open(path, read_only=read_only, create=create)
     try:
-        return EncryptedFile(fd, cipher, realm_layout=realm_layout, name=path,
+        return EncryptedFile(backing, cipher, realm_layout=realm_layout, name=path,
                              read_only=read_only, key_checked=key_checked, salvage=salvage)
     except BaseException:
-        os.close(fd)
+        backing.close()
         raise

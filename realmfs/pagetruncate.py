@@ -17,8 +17,6 @@ Invariants
 
 from __future__ import annotations
 
-import os
-
 from .layout import (
     BLOCK_BYTES,
     ENTRIES_PER_BLOCK,
@@ -49,13 +47,13 @@ class Truncation:
                 # The size lives in the physical length: cut first, then clear the entries
                 # the cut left in the last metadata block (Realm Core leaves them stale).
                 self._size = pages_for(size) * PAGE_SIZE
-                os.ftruncate(self.fd, self._body_size_for(self._size))
+                self.backing.truncate(self._body_size_for(self._size))
                 self._clear_entries_from(pages_for(self._size))
             else:
                 # The size lives in the header: commit it first, with the counter floor
                 # of the IV blocks the cut removes (one header write); the rest is tidying
                 # that _tidy_beyond_size redoes at the next open if a crash stops it.
-                body = os.fstat(self.fd).st_size - HEADER_SIZE
+                body = self.backing.size() - HEADER_SIZE
                 self._write_header(size, self._floor_after_cut(body, self._body_size_for(size)))
                 self._tidy_beyond_size(body, floor_known=True)
 
@@ -70,7 +68,7 @@ class Truncation:
                 # only a file cut by a realmfs that kept no floor gets here: record it
                 # before the counters it stands for are gone
                 self._write_header(self._size, floor)
-            os.ftruncate(self.fd, HEADER_SIZE + target)
+            self.backing.truncate(HEADER_SIZE + target)
             self._clear_entries_from(keep_pages)
         tail = self._size % PAGE_SIZE
         if tail:
@@ -90,7 +88,7 @@ class Truncation:
         for block in range(-(-target // BLOCK_BYTES), -(-body // BLOCK_BYTES)):
             meta = self._meta.get(block)
             if meta is None:
-                meta = os.pread(self.fd, PAGE_SIZE, meta_offset(block, self.base))
+                meta = self._pread(PAGE_SIZE, meta_offset(block, self.base))
             floor = max(floor, max_counter(meta))
         return floor
 
@@ -107,7 +105,7 @@ class Truncation:
         self._live = {b: m for b, m in self._live.items() if b < block}
         self._live[block] = self._live.get(block, 0) & ((1 << (page % ENTRIES_PER_BLOCK)) - 1)
         in_block = page % ENTRIES_PER_BLOCK
-        if in_block == 0 and meta_offset(block, self.base) >= os.fstat(self.fd).st_size:
+        if in_block == 0 and meta_offset(block, self.base) >= self.backing.size():
             self._meta.pop(block, None)
             return
         meta = self._meta_block(block)

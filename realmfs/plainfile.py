@@ -10,8 +10,8 @@ open-file table, the FUSE operations and the rename re-encoding use either alike
 ``open_file`` is the one place a file kind becomes an object.
 
 Invariants: byte i of the file is byte i of the backing file, always; nothing is
-buffered (every write reaches the backing fd before it returns); the object never
-closes ``fd`` (its owner does, as with EncryptedFile).
+buffered (every write reaches the backing fd before it returns); ``close`` closes the
+descriptor only if the object's BackingFile owns it (``open_path``), as with EncryptedFile.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import threading
 
+from .backingfile import BackingFile
 from .config import KIND_PLAIN, KIND_REALM
 from .errors import ReadOnly
 from .pagecipher import PageCipher
@@ -26,21 +27,24 @@ from .pagefile import EncryptedFile
 
 
 class PlainFile:
-    """The EncryptedFile interface over a backing fd, without encryption."""
+    """The EncryptedFile interface over a backing file (or a borrowed fd), without encryption."""
 
-    def __init__(self, fd: int, *, name: str = "?", read_only: bool = False):
-        self.fd = fd
+    def __init__(self, backing: BackingFile | int, *, name: str = "?", read_only: bool = False):
+        self.backing = BackingFile(backing, name) if type(backing) is int else backing
         self.name = name
         self.read_only = read_only
         self.lock = threading.RLock()
-        self.backing_writes = 0            # pwrite calls, as EncryptedFile counts them
+
+    @property
+    def fd(self) -> int:
+        return self.backing.fd
 
     @property
     def size(self) -> int:
-        return os.fstat(self.fd).st_size
+        return self.backing.size()
 
     def read(self, offset: int, length: int) -> bytes:
-        return os.pread(self.fd, length, offset)
+        return self.backing.pread(length, offset)
 
     def write(self, offset: int, data) -> int:
         self._check_writable()
@@ -49,12 +53,11 @@ class PlainFile:
             done = 0
             while done < len(view):        # pwrite may write less (signals, big buffers)
                 done += os.pwrite(self.fd, view[done:], offset + done)
-                self.backing_writes += 1
         return len(view)
 
     def truncate(self, length: int) -> None:
         self._check_writable()
-        os.ftruncate(self.fd, length)
+        self.backing.truncate(length)
 
     def _check_writable(self) -> None:
         if self.read_only:
@@ -64,15 +67,16 @@ class PlainFile:
         pass
 
     def fsync(self, datasync: bool = False) -> None:
-        (os.fdatasync if datasync else os.fsync)(self.fd)
+        self.backing.fsync(datasync)
 
     def close(self) -> None:
-        pass
+        self.backing.close()
 
 
-def open_file(fd: int, cipher: PageCipher, kind: str, *, name: str, read_only: bool = False,
+def open_file(fd: BackingFile | int, cipher: PageCipher, kind: str, *, name: str, read_only: bool = False,
               key_checked: bool = False):
-    """The file object for a backing fd of ``kind`` (config.KIND_*); the caller owns ``fd``."""
+    """The file object for a backing file of ``kind`` (config.KIND_*); a bare fd stays the
+    caller's to close, a BackingFile is closed by the object's ``close``."""
     if kind == KIND_PLAIN:
         return PlainFile(fd, name=name, read_only=read_only)
     return EncryptedFile(fd, cipher, realm_layout=kind == KIND_REALM, name=name,
@@ -81,11 +85,10 @@ def open_file(fd: int, cipher: PageCipher, kind: str, *, name: str, read_only: b
 
 def open_path(path: str, cipher: PageCipher, kind: str, *, read_only: bool = False,
               key_checked: bool = False, create: bool = False):
-    """Open ``path`` as a file of ``kind``; the object's ``fd`` must be closed by the caller."""
-    flags = (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC | (os.O_CREAT if create else 0)
-    fd = os.open(path, flags, 0o600)
+    """Open ``path`` as a file of ``kind``; the object's ``close`` closes the descriptor."""
+    backing = BackingFile.open(path, read_only=read_only, create=create)
     try:
-        return open_file(fd, cipher, kind, name=path, read_only=read_only, key_checked=key_checked)
+        return open_file(backing, cipher, kind, name=path, read_only=read_only, key_checked=key_checked)
     except BaseException:
-        os.close(fd)
+        backing.close()
         raise

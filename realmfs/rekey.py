@@ -35,7 +35,7 @@ from .offline import directory_stats, temp_for
 from .pagecipher import PageCipher
 from .pagefile import open_backing
 from .progress import disabled
-from .transcode import check_read_back, close_file, fsync_dir, keep_metadata, write_copy
+from .transcode import check_read_back, fsync_dir, keep_metadata, write_copy
 
 
 @dataclass
@@ -62,7 +62,7 @@ def key_state(path: str, realm_layout: bool, old: PageCipher, new: PageCipher) -
             continue
         except (Damaged, NotEncrypted):
             return "neither"
-        close_file(f)
+        f.close()
         return name
     return "neither"
 

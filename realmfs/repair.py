@@ -39,7 +39,6 @@ from .layout import (
 )
 from .pagecipher import PageCipher
 from .pagefile import open_backing
-from .transcode import close_file
 from .verify import FileReport, Kind, VerifyReport
 
 _RANGE = struct.Struct("<QI")
@@ -214,4 +213,4 @@ def _repair_file(f: FileReport, cipher: PageCipher, torn: list, zero: list, head
             ef.truncate(f.size)        # a whole zero page written over a partial last page
         ef.fsync()
     finally:
-        close_file(ef)
+        ef.close()

@@ -37,11 +37,6 @@ from .plainfile import open_path
 CHUNK = 256 * PAGE_SIZE   # 1 MiB per read/write: whole pages, a few metadata blocks
 
 
-def close_file(ef: EncryptedFile) -> None:
-    ef.close()
-    os.close(ef.fd)
-
-
 def fsync_dir(path: str) -> None:
     fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -94,9 +89,9 @@ def write_copy(src_path: str, src_cipher: PageCipher, src_kind: str,
                     progress.advance(len(chunk))
             dst.fsync()
         finally:
-            close_file(dst)
+            dst.close()
     finally:
-        close_file(src)
+        src.close()
     return digest.hexdigest()
 
 
@@ -107,7 +102,7 @@ def check_read_back(path: str, cipher: PageCipher, realm_layout: bool, expected:
         if plain_digest(check) != expected:
             raise Damaged(failure)
     finally:
-        close_file(check)
+        check.close()
 
 
 def rename_temp_name(directory: str) -> str:

@@ -223,7 +223,7 @@ class Env:
         try:
             return f.read(0, f.size)
         finally:
-            os.close(f.fd)
+            f.close()
 
     def backing_contains(self, marker: bytes) -> list[str]:
         hits = []

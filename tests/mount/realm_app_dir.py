@@ -66,7 +66,7 @@ def write_realm(path: str, cipher, plaintext: bytes) -> None:
         f.write(0, plaintext)
         f.fsync()
     finally:
-        os.close(f.fd)
+        f.close()
 
 
 def copy_vector_dir(backing: str) -> dict:

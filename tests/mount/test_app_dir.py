@@ -69,7 +69,7 @@ def _realm_plaintext(env, name: str) -> bytes:
     try:
         return f.read(0, f.size)
     finally:
-        os.close(f.fd)
+        f.close()
 
 
 def _specials(root: str) -> dict:
@@ -494,7 +494,7 @@ def test_plain_names_an_older_realmfs_encrypted_are_decrypted_at_mount(tmp_path)
             f.write(0, old)
             f.fsync()
         finally:
-            os.close(f.fd)
+            f.close()
         os.chmod(env.b("x.realm.lock"), 0o640)
         os.utime(env.b("x.realm.lock"), ns=(1_000_000_000, 2_000_000_000))
         mine = shared_info(latest_version=2, initiator_pid=78, file_size=PAGE_SIZE, top_ref=64)

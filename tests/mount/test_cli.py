@@ -93,7 +93,7 @@ def test_wrong_key_without_config_checks_page_zero(tmp_path):
     env = Env(tmp_path, init=False)           # a directory made by Realm Core: no config
     f = open_backing(env.b("app.realm"), PageCipher(env.key.raw), realm_layout=True, create=True)
     f.write(0, b"realm page zero" * 300)
-    os.close(f.fd)
+    f.close()
     before = tree_bytes(env.backing)
     other = os.path.join(env.tmp, "other.key")
     spit(other, Key.generate().hex().encode())

@@ -40,7 +40,7 @@ def _realm_backing_plaintext(env, name: str) -> bytes:
     try:
         return f.read(0, f.size)
     finally:
-        os.close(f.fd)
+        f.close()
 
 
 def _header_backing_plaintext(env, name: str) -> bytes:

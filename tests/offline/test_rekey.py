@@ -60,7 +60,7 @@ def readable_under(path: str, layout: bool, keys: list) -> bytes:
         try:
             return f.read(0, f.size)
         finally:
-            os.close(f.fd)
+            f.close()
     raise AssertionError(f"{path} opens under no key")
 
 

@@ -33,7 +33,7 @@ def backing(tmp_path):
     for name, realm in (("a.realm", True), ("b.bin", False)):
         f = open_backing(str(tmp_path / "backing" / name), cipher, realm_layout=realm)
         f.write(3 * PAGE_SIZE, b"rewritten" * 100)     # page 3: slot 2 populated
-        os.close(f.fd)
+        f.close()
     return tmp_path / "backing", key
 
 
@@ -116,7 +116,7 @@ def make_torn(path, name: str, key: Key, page: int) -> None:
         old = f.read()
     f = open_backing(str(target), PageCipher(key.raw), realm_layout=name.endswith(".realm"))
     f.write(page * PAGE_SIZE, b"new" * 1000)
-    os.close(f.fd)
+    f.close()
     with open(target, "r+b") as f:
         f.seek(page_offset(page, base))
         f.write(old[page_offset(page, base):page_offset(page, base) + PAGE_SIZE])

@@ -1,12 +1,12 @@
 """Shared helpers of the tests/pagefile tier: temp backing files, raw entry access and a
-fault-injecting ``os`` that lets the first k backing mutations through and then 'crashes'."""
+watched BackingFile that records every backing call and can 'crash' before the k-th mutation."""
 
 from __future__ import annotations
 
 import os
 import shutil
 
-from realmfs import pagefile, pagetruncate
+from realmfs.backingfile import BackingFile
 from realmfs.layout import ENTRY_SIZE, HEADER_BASE, PAGE_SIZE, REALM_BASE, entry_offset, page_offset, pages_for
 from realmfs.pagecipher import Entry, PageCipher
 from realmfs.pagefile import EncryptedFile
@@ -20,7 +20,8 @@ def base_of(realm: bool) -> int:
 
 
 class Backing:
-    """One backing file on disk and the EncryptedFile currently open on it."""
+    """One backing file on disk and the EncryptedFile currently open on it, whose backing
+    I/O goes through ``watch`` (the same WatchedBacking across reopens)."""
 
     def __init__(self, path, realm: bool, key: bytes | None = None, **kwargs):
         self.path = str(path)
@@ -28,32 +29,34 @@ class Backing:
         self.key = key or os.urandom(64)
         self.cipher = PageCipher(self.key)
         self.kwargs = kwargs
-        self.fd = None
+        self.watch = WatchedBacking()
         self.f: EncryptedFile | None = None
         self.open()
 
     def open(self, **kwargs) -> EncryptedFile:
         self.close()
         options = {**self.kwargs, **kwargs}
-        flags = os.O_RDONLY if options.get("read_only") else os.O_RDWR | os.O_CREAT
-        self.fd = os.open(self.path, flags, 0o600)
+        read_only = bool(options.get("read_only"))
+        self.watch.inner = BackingFile.open(self.path, read_only=read_only, create=not read_only)
         try:
-            self.f = EncryptedFile(self.fd, self.cipher, realm_layout=self.realm, name=self.path, **options)
+            self.f = EncryptedFile(self.watch, self.cipher, realm_layout=self.realm, name=self.path, **options)
         except BaseException:
-            os.close(self.fd)
-            self.fd = None
+            self.watch.close()
             raise
         return self.f
 
     reopen = open
 
+    @property
+    def fd(self) -> int | None:
+        """The open backing descriptor, None when closed."""
+        inner = self.watch.inner
+        return inner.fd if inner is not None and inner.fd >= 0 else None
+
     def close(self) -> None:
         if self.f is not None:
-            self.f.close()
+            self.f.close()          # closes the backing file too
             self.f = None
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
     def raw(self) -> bytes:
         with open(self.path, "rb") as handle:
@@ -96,59 +99,82 @@ class Crash(Exception):
     """The simulated power cut."""
 
 
-class FaultyOs:
-    """Stands in for ``os`` inside realmfs.pagefile and realmfs.pagetruncate: the first
-    ``allow`` backing mutations (pwrite, pwritev, ftruncate) go through, the next one raises Crash
-    (and so does every later one). ``allow=None`` only counts."""
+class WatchedBacking:
+    """A BackingFile stacked under EncryptedFile: records every call as (name, offset,
+    length) in ``calls`` and counts the mutations (pwrite, truncate). With ``allow`` set,
+    the first ``allow`` mutations go through and the next one raises Crash (and so does
+    every later one). ``inner`` is the BackingFile of the current open."""
 
-    MUTATIONS = ("pwrite", "pwritev", "ftruncate")
+    def __init__(self):
+        self.inner: BackingFile | None = None
+        self.calls: list[tuple[str, int, int]] = []
+        self.mutations = 0
+        self.allow: int | None = None
 
-    def __init__(self, allow: int | None):
-        self.allow = allow
-        self.done = 0
+    @property
+    def fd(self) -> int:
+        return self.inner.fd
 
-    def __getattr__(self, name):
-        real = getattr(os, name)
-        if name not in self.MUTATIONS:
-            return real
+    def take(self) -> list[str]:
+        """The names of the calls since the last take."""
+        calls, self.calls = self.calls, []
+        return [name for name, _, _ in calls]
 
-        def mutation(*args):
-            if self.allow is not None and self.done >= self.allow:
-                raise Crash(f"crash before backing {name} #{self.done + 1}")
-            self.done += 1
-            return real(*args)
-        return mutation
+    def _mutation(self, name: str, offset: int, length: int) -> None:
+        if self.allow is not None and self.mutations >= self.allow:
+            raise Crash(f"crash before backing {name} #{self.mutations + 1}")
+        self.mutations += 1
+        self.calls.append((name, offset, length))
+
+    def pread(self, length: int, offset: int) -> bytes:
+        self.calls.append(("pread", offset, length))
+        return self.inner.pread(length, offset)
+
+    def preadv(self, buffers, offset: int) -> int:
+        self.calls.append(("preadv", offset, sum(len(b) for b in buffers)))
+        return self.inner.preadv(buffers, offset)
+
+    def pwrite(self, data, offset: int) -> None:
+        self._mutation("pwrite", offset, sum(map(len, data)) if type(data) is list else len(data))
+        self.inner.pwrite(data, offset)
+
+    def truncate(self, length: int) -> None:
+        self._mutation("truncate", length, 0)
+        self.inner.truncate(length)
+
+    def size(self) -> int:
+        self.calls.append(("size", 0, 0))
+        return self.inner.size()
+
+    def fsync(self, datasync: bool = False) -> None:
+        self.calls.append(("fsync", 0, 0))
+        self.inner.fsync(datasync)
+
+    def advise(self, offset: int, length: int) -> None:
+        self.calls.append(("advise", offset, length))
+        self.inner.advise(offset, length)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
-# every module of EncryptedFile that touches the backing file
-BACKING_MODULES = (pagefile, pagetruncate)
+def count_mutations(backing: Backing, operation) -> int:
+    """How many backing mutations ``operation`` makes on ``backing``'s file."""
+    before = backing.watch.mutations
+    operation()
+    return backing.watch.mutations - before
 
 
-def _backing_os(monkeypatch, replacement) -> None:
-    for module in BACKING_MODULES:
-        monkeypatch.setattr(module, "os", replacement)
-
-
-def count_mutations(monkeypatch, operation) -> int:
-    faulty = FaultyOs(None)
-    _backing_os(monkeypatch, faulty)
-    try:
-        operation()
-    finally:
-        _backing_os(monkeypatch, os)
-    return faulty.done
-
-
-def crash_after(monkeypatch, allow: int, operation) -> bool:
-    """Run ``operation`` letting ``allow`` mutations through; True if it crashed."""
-    faulty = FaultyOs(allow)
-    _backing_os(monkeypatch, faulty)
+def crash_after(backing: Backing, allow: int, operation) -> bool:
+    """Run ``operation`` letting ``allow`` mutations of ``backing``'s file through; True if it crashed."""
+    watch = backing.watch
+    watch.allow, watch.mutations = allow, 0
     try:
         operation()
     except Crash:
         return True
     finally:
-        _backing_os(monkeypatch, os)
+        watch.allow = None
     return False
 
 

@@ -81,7 +81,7 @@ def original_name(realm: bool) -> str:
     return "f.realm" if realm else "f.bin"
 
 
-def prepare(scenario: str, realm: bool, tmp_path, monkeypatch):
+def prepare(scenario: str, realm: bool, tmp_path):
     """The scenario's file before the operation (closed), the (size, content) before and
     after it, and how many backing mutations it makes (counted on a copy)."""
     setup, operation = SCENARIOS[scenario]
@@ -95,7 +95,7 @@ def prepare(scenario: str, realm: bool, tmp_path, monkeypatch):
     reference.close()
     original.copy_to(reference.path)
     reference.open()
-    total = count_mutations(monkeypatch, lambda: operation(reference.f))
+    total = count_mutations(reference, lambda: operation(reference.f))
     new = snapshot(reference)
     reference.close()
     return original, old, new, total
@@ -119,8 +119,8 @@ def sealing(request, monkeypatch):
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 @pytest.mark.parametrize("realm", LAYOUTS, ids=LAYOUT_IDS)
-def test_crash_at_every_backing_write(scenario, realm, tmp_path, monkeypatch, caplog):
-    original, old, new, total = prepare(scenario, realm, tmp_path, monkeypatch)
+def test_crash_at_every_backing_write(scenario, realm, tmp_path, caplog):
+    original, old, new, total = prepare(scenario, realm, tmp_path)
     operation, name, key = SCENARIOS[scenario][1], original_name(realm), original.key
     assert total >= 1 and (new != old or realm)  # .realm sizes are whole pages
 
@@ -128,7 +128,7 @@ def test_crash_at_every_backing_write(scenario, realm, tmp_path, monkeypatch, ca
         work = tmp_path / f"crash{allow}-{name}"
         original.copy_to(work)
         crashed = Backing(work, realm, key)
-        assert crash_after(monkeypatch, allow, lambda: operation(crashed.f)), allow
+        assert crash_after(crashed, allow, lambda: operation(crashed.f)), allow
         crashed.close()
 
         caplog.clear()
@@ -152,10 +152,10 @@ def test_crash_at_every_backing_write(scenario, realm, tmp_path, monkeypatch, ca
 @pytest.mark.parametrize("scenario", ["rewrite_page", "rewrite_written_twice", "rewrite_across_iv_block",
                                       "rewrite_and_first_writes_across_iv_block", "rewrite_partial"])
 @pytest.mark.parametrize("realm", LAYOUTS, ids=LAYOUT_IDS)
-def test_second_crash_after_a_torn_write(scenario, realm, tmp_path, monkeypatch):
+def test_second_crash_after_a_torn_write(scenario, realm, tmp_path):
     """Crash, reopen, and crash again while redoing the operation, without reading the page
     in between. The old content is still on disk (slot 2) and must stay reachable."""
-    original, old, new, total = prepare(scenario, realm, tmp_path, monkeypatch)
+    original, old, new, total = prepare(scenario, realm, tmp_path)
     operation, name, key = SCENARIOS[scenario][1], original_name(realm), original.key
 
     for first in range(total):
@@ -163,9 +163,9 @@ def test_second_crash_after_a_torn_write(scenario, realm, tmp_path, monkeypatch)
             work = tmp_path / f"crash{first}-{second}-{name}"
             original.copy_to(work)
             crashed = Backing(work, realm, key)
-            crash_after(monkeypatch, first, lambda: operation(crashed.f))
+            crash_after(crashed, first, lambda: operation(crashed.f))
             crashed.reopen()
-            crash_after(monkeypatch, second, lambda: operation(crashed.f))
+            crash_after(crashed, second, lambda: operation(crashed.f))
             crashed.reopen()
             size, content = snapshot(crashed)
             context = f"{scenario}: crashes before mutations {first + 1} and {second + 1} of {total}"

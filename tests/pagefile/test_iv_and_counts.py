@@ -3,7 +3,6 @@ costs (counts, not time)."""
 
 from __future__ import annotations
 
-import os
 import random
 
 import pytest
@@ -38,7 +37,7 @@ class IvLedger:
 
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("realm", LAYOUTS, ids=LAYOUT_IDS)
-def test_random_writes_never_reuse_an_iv(tmp_path, realm, seed, monkeypatch):
+def test_random_writes_never_reuse_an_iv(tmp_path, realm, seed):
     """Random writes, partial and whole pages, truncations (inside the last IV block in
     the realm layout, anywhere in the header layout) and regrowth, torn writes with
     recovery, reopens: slot 1 never repeats a (counter, page)."""
@@ -63,7 +62,7 @@ def test_random_writes_never_reuse_an_iv(tmp_path, realm, seed, monkeypatch):
         elif action < 0.9:
             # a torn write: crash after the first backing write of a rewrite, then reopen
             page = rnd.randrange(pages_for(f.size))
-            crash_after(monkeypatch, 1, lambda: f.write(page * P, pattern(P, 1000 + step)))
+            crash_after(backing, 1, lambda: f.write(page * P, pattern(P, 1000 + step)))
             backing.reopen()
             if rnd.random() < 0.5:
                 backing.f.read(page * P, P)              # recover through a read, or not
@@ -76,7 +75,7 @@ def test_random_writes_never_reuse_an_iv(tmp_path, realm, seed, monkeypatch):
 
 @pytest.mark.parametrize("read_first", [True, False], ids=["read-then-write", "blind-write"])
 @pytest.mark.parametrize("realm", LAYOUTS, ids=LAYOUT_IDS)
-def test_torn_write_recovery_continues_above_the_lost_counter(tmp_path, realm, read_first, monkeypatch):
+def test_torn_write_recovery_continues_above_the_lost_counter(tmp_path, realm, read_first):
     """Page 1 at counter 2; a rewrite's entry (counter 3) lands, its data does not. Realm
     Core would serve slot 2 and then write counter 3 again (IV reuse); realmfs writes 4 and
     keeps the version that really is on disk (counter 2) in slot 2, whether the page was
@@ -84,7 +83,7 @@ def test_torn_write_recovery_continues_above_the_lost_counter(tmp_path, realm, r
     backing = Backing(tmp_path / ("f.realm" if realm else "f.bin"), realm)
     backing.f.write(0, pattern(4 * P, 1))
     backing.f.write(P, pattern(P, 2))
-    assert crash_after(monkeypatch, 1, lambda: backing.f.write(P, pattern(P, 3)))
+    assert crash_after(backing, 1, lambda: backing.f.write(P, pattern(P, 3)))
     assert (backing.entry(1).iv1, backing.entry(1).iv2) == (3, 2)
     backing.reopen()
     if read_first:
@@ -144,7 +143,7 @@ def test_regrow_after_cutting_whole_iv_blocks_reuses_ivs(tmp_path, realm):
     backing.close()
 
 
-def _cut_140_pages_to_3(tmp_path, monkeypatch, allow: int):
+def _cut_140_pages_to_3(tmp_path, allow: int):
     """Pages 0..139 written twice (counters up to 2), then a truncation to 3 pages that
     crashes after ``allow`` backing mutations; returns the reopened file and its ledger."""
     backing = Backing(tmp_path / "f.bin", False)
@@ -152,15 +151,15 @@ def _cut_140_pages_to_3(tmp_path, monkeypatch, allow: int):
     backing.f.write(0, pattern(140 * P, 1))
     backing.f.write(0, pattern(140 * P, 2))
     ledger.observe()
-    assert crash_after(monkeypatch, allow, lambda: backing.f.truncate(3 * P))
+    assert crash_after(backing, allow, lambda: backing.f.truncate(3 * P))
     backing.reopen()
     return backing, ledger
 
 
-def test_counter_floor_is_written_with_the_size_before_the_cut(tmp_path, monkeypatch):
+def test_counter_floor_is_written_with_the_size_before_the_cut(tmp_path):
     """Crash right after the header write (new size + floor), before the cut: the next
     open finishes the cut and regrown pages still continue above the cut counters."""
-    backing, ledger = _cut_140_pages_to_3(tmp_path, monkeypatch, allow=1)
+    backing, ledger = _cut_140_pages_to_3(tmp_path, allow=1)
     assert backing.f.size == 3 * P
     ledger.observe()
     backing.f.write(100 * P, pattern(P, 3))
@@ -169,10 +168,10 @@ def test_counter_floor_is_written_with_the_size_before_the_cut(tmp_path, monkeyp
     backing.close()
 
 
-def test_a_cut_left_by_a_realmfs_without_floor_records_one_at_open(tmp_path, monkeypatch):
+def test_a_cut_left_by_a_realmfs_without_floor_records_one_at_open(tmp_path):
     """A header with floor 0 and the blocks still there (a crash between header and cut in
     an older realmfs): the open records the floor before it cuts."""
-    backing, ledger = _cut_140_pages_to_3(tmp_path, monkeypatch, allow=0)
+    backing, ledger = _cut_140_pages_to_3(tmp_path, allow=0)
     backing.close()
     header = fileheader.unpack_page(backing.raw()[:HEADER_SIZE], backing.cipher.mac_message)
     old = header._replace(sequence=header.sequence + 1, size=3 * P, counter_floor=0)
@@ -187,9 +186,10 @@ def test_a_cut_left_by_a_realmfs_without_floor_records_one_at_open(tmp_path, mon
 
 # ----------------------------------------------------------------------------- write counts
 def counted(backing: Backing, operation) -> int:
-    before = backing.f.backing_writes
+    """Backing writes (pwrite calls) of ``operation``."""
+    backing.watch.take()
     operation(backing.f)
-    return backing.f.backing_writes - before
+    return backing.watch.take().count("pwrite")
 
 
 @pytest.fixture(params=LAYOUTS, ids=LAYOUT_IDS)
@@ -239,77 +239,35 @@ def test_backing_writes_of_truncation(file70, size):
     assert counted(file70, lambda f: f.truncate(size)) == expected[0 if realm else 1]
 
 
-def test_a_4k_rewrite_costs_one_entry_write_and_one_page_write(file70, monkeypatch):
-    calls = []
-    real = os.pwrite
-    import realmfs.pagefile as pagefile
-
-    class Spy:
-        def __getattr__(self, name):
-            return getattr(os, name)
-
-        @staticmethod
-        def pwrite(fd, data, offset):
-            calls.append((len(data), offset))
-            return real(fd, data, offset)
-
-    monkeypatch.setattr(pagefile, "os", Spy())
+def test_a_4k_rewrite_costs_one_entry_write_and_one_page_write(file70):
+    file70.watch.take()
     file70.f.write(65 * P, pattern(P, 3))
-    assert calls == [(64, file70.entry_at(65)), (P, file70.page_at(65))]
+    assert [call for call in file70.watch.calls if call[0] == "pwrite"] == [
+        ("pwrite", file70.entry_at(65), 64), ("pwrite", file70.page_at(65), P)]
 
 
-class SyscallSpy:
-    """Counts the backing-file syscalls pagefile makes (its ``os`` replaced by this)."""
-
-    COUNTED = ("pread", "preadv", "pwrite", "ftruncate", "fstat")
-
-    def __init__(self):
-        self.calls: list[str] = []
-
-    def __getattr__(self, name):
-        real = getattr(os, name)
-        if name not in self.COUNTED:
-            return real
-
-        def spied(*args):
-            self.calls.append(name)
-            return real(*args)
-        return spied
-
-    def take(self) -> list[str]:
-        calls, self.calls = self.calls, []
-        return calls
-
-
-@pytest.fixture
-def spy(monkeypatch):
-    import realmfs.pagefile as pagefile
-    watcher = SyscallSpy()
-    monkeypatch.setattr(pagefile, "os", watcher)
-    return watcher
-
-
-def test_appending_inside_an_iv_block_needs_no_ftruncate(file70, spy):
+def test_appending_inside_an_iv_block_needs_no_ftruncate(file70):
     """The data write itself extends the file: no fstat, no ftruncate per append."""
+    file70.watch.take()
     file70.f.write(201 * P, pattern(P, 2))
-    calls = spy.take()
-    assert "ftruncate" not in calls and "fstat" not in calls, calls
+    calls = file70.watch.take()
+    assert "truncate" not in calls and "size" not in calls, calls
     assert file70.f.read(201 * P, P) == pattern(P, 2)
 
 
-def test_growth_to_an_iv_block_boundary_still_makes_realms_resize_shape(tmp_path, spy):
+def test_growth_to_an_iv_block_boundary_still_makes_realms_resize_shape(tmp_path):
     """Ending exactly at a block boundary, the .realm shape also holds the next metadata
     page, which no data write reaches: ftruncate makes it."""
     backing = Backing(tmp_path / "f.realm", True)
     backing.f.write(0, pattern(ENTRIES_PER_BLOCK * P, 1))
-    assert "ftruncate" in spy.take()
+    assert "truncate" in backing.watch.take()
     backing.reopen()
     assert backing.f.size == ENTRIES_PER_BLOCK * P
     backing.close()
 
 
 @pytest.mark.parametrize("realm", LAYOUTS, ids=LAYOUT_IDS)
-def test_journal_style_small_writes_do_not_read_back_the_page_just_written(tmp_path, realm, spy):
+def test_journal_style_small_writes_do_not_read_back_the_page_just_written(tmp_path, realm):
     """A journal writes a 4-byte field, a 4 KiB record straddling two pages, a 4-byte
     checksum: each merges into the page the previous write left partial, from memory."""
     backing = Backing(tmp_path / ("f.realm" if realm else "f.bin"), realm)
@@ -321,11 +279,11 @@ def test_journal_style_small_writes_do_not_read_back_the_page_just_written(tmp_p
             expected += part
             offset += len(part)
     # (a pread of the IV block's metadata page is allowed: preadv reads pages)
-    assert "preadv" not in spy.take()
+    assert "preadv" not in backing.watch.take()
     # the control: a partial write into any other page must read it back first
     backing.f.write(P + 1, b"q")
     expected[P + 1:P + 2] = b"q"
-    assert "preadv" in spy.take(), "other pages are read back"
+    assert "preadv" in backing.watch.take(), "other pages are read back"
     # a truncation inside the cached page: the next merge must see the cut
     backing.f.write(offset - 2, b"zz")
     expected[offset - 2:offset] = b"zz"
@@ -342,7 +300,7 @@ def test_journal_style_small_writes_do_not_read_back_the_page_just_written(tmp_p
 
 
 @pytest.mark.parametrize("realm", LAYOUTS, ids=LAYOUT_IDS)
-def test_a_rewrite_after_an_authenticated_read_reads_nothing_back(tmp_path, realm, spy):
+def test_a_rewrite_after_an_authenticated_read_reads_nothing_back(tmp_path, realm):
     """Backing preads per rewrite. A page written twice (both slots) and not yet seen in
     this open must be checked on disk before its first rewrite (is slot 1 a torn write?):
     one preadv. A page this open has just read and authenticated -- what every mmap
@@ -351,18 +309,18 @@ def test_a_rewrite_after_an_authenticated_read_reads_nothing_back(tmp_path, real
     backing.f.write(0, pattern(2 * ENTRIES_PER_BLOCK * P, 1))
     backing.f.write(0, pattern(2 * ENTRIES_PER_BLOCK * P, 2))     # every page: both slots
     backing.reopen()
-    spy.take()
+    backing.watch.take()
     assert backing.f.read(8 * P, 32 * P) == pattern(2 * ENTRIES_PER_BLOCK * P, 2)[8 * P:40 * P]
-    assert spy.take().count("preadv") == 1
+    assert backing.watch.take().count("preadv") == 1
     for page in (8, 20, 39):        # an mmap's dirty pages: single-page rewrites
         backing.f.write(page * P, pattern(P, page))
-        assert spy.take() == ["pwrite", "pwrite"], page
+        assert backing.watch.take() == ["pwrite", "pwrite"], page
     backing.f.write(9 * P + 100, b"partial")     # a partial rewrite reads the page's content
-    assert spy.take().count("preadv") == 1          # once: that read also settles slot 1
+    assert backing.watch.take().count("preadv") == 1          # once: that read also settles slot 1
     backing.f.write(70 * P, pattern(P, 70))     # the control: never read in this open
-    assert spy.take().count("preadv") == 1
+    assert backing.watch.take().count("preadv") == 1
     backing.f.write(70 * P, pattern(P, 71))     # and only once
-    assert "preadv" not in spy.take()
+    assert "preadv" not in backing.watch.take()
     backing.reopen()
     expected = bytearray(pattern(2 * ENTRIES_PER_BLOCK * P, 2))
     for page in (8, 20, 39):
@@ -373,51 +331,49 @@ def test_a_rewrite_after_an_authenticated_read_reads_nothing_back(tmp_path, real
     backing.close()
 
 
-def test_sequential_reads_advise_the_backing_file_ahead_and_random_reads_do_not(tmp_path, monkeypatch):
+def test_sequential_reads_advise_the_backing_file_ahead_and_random_reads_do_not(tmp_path):
     """Counts of posix_fadvise(WILLNEED): one per half window of a sequential reader, also
     on a second pass from the start; none for reads that jump around."""
     import realmfs.pagefile as pagefile
-    advice = []
-    monkeypatch.setattr(pagefile.os, "posix_fadvise",
-                        lambda fd, offset, length, what: advice.append((offset, length, what)))
     backing = Backing(tmp_path / "f.bin", False)
     size = 4 * pagefile.SEQUENTIAL_PREFETCH
     backing.f.write(0, pattern(size, 1))
     chunk = 32 * P
+
+    def advice():
+        calls, backing.watch.calls = backing.watch.calls, []
+        return [(offset, length) for name, offset, length in calls if name == "advise"]
+
     for _ in range(2):
-        advice.clear()
+        advice()
         for offset in range(0, size, chunk):
             assert backing.f.read(offset, chunk) == pattern(size, 1)[offset:offset + chunk]
-        assert all(what == os.POSIX_FADV_WILLNEED for _, _, what in advice)
+        given = advice()
         # the first read of a pass is not known to be sequential; then a step per half window
-        assert len(advice) == size // (pagefile.SEQUENTIAL_PREFETCH // 2), advice
-        covered = sorted((offset, offset + length) for offset, length, _ in advice)
+        assert len(given) == size // (pagefile.SEQUENTIAL_PREFETCH // 2), given
+        covered = sorted((offset, offset + length) for offset, length in given)
         assert all(a[1] == b[0] for a, b in zip(covered, covered[1:])), "no gaps, no overlaps"
-    advice.clear()
     for offset in random.Random(1).sample(range(0, size, chunk), 16):
         backing.f.read(offset, chunk)
-    assert len(advice) <= 2, advice     # only where two random reads happen to be adjacent
+    given = advice()
+    assert len(given) <= 2, given     # only where two random reads happen to be adjacent
     backing.close()
 
 
-def test_a_jump_into_a_block_with_a_cold_iv_page_asks_for_the_data_first(tmp_path, monkeypatch):
+def test_a_jump_into_a_block_with_a_cold_iv_page_asks_for_the_data_first(tmp_path):
     """The IV page and the data pages are two disk reads: the data is advised (WILLNEED)
     before the IV page is read, so both are in flight together; once the block's IV page
     is cached, a read is one disk read and gets no advice."""
-    import realmfs.pagefile as pagefile
-    calls = []
-    real_pread = os.pread
-    monkeypatch.setattr(pagefile.os, "posix_fadvise",
-                        lambda fd, offset, length, what: calls.append(("advise", offset, length, what)))
     backing = Backing(tmp_path / "f.bin", False)
     backing.f.write(0, pattern(3 * ENTRIES_PER_BLOCK * P, 1))
     backing.reopen()
-    monkeypatch.setattr(pagefile.os, "pread", lambda fd, n, at: calls.append(("pread", at, n)) or real_pread(fd, n, at))
+    backing.watch.take()
     page = ENTRIES_PER_BLOCK + 10
     assert backing.f.read(page * P, 2 * P) == pattern(3 * ENTRIES_PER_BLOCK * P, 1)[page * P:(page + 2) * P]
-    assert calls[:2] == [("advise", backing.page_at(page), 2 * P, os.POSIX_FADV_WILLNEED),
+    calls = backing.watch.calls
+    assert calls[:2] == [("advise", backing.page_at(page), 2 * P),
                          ("pread", backing.page_at(page) - 11 * P, P)], calls
-    calls.clear()
+    backing.watch.take()
     backing.f.read((page + 20) * P, P)          # same block: its IV page is cached
-    assert not calls, calls
+    assert backing.watch.take() == ["preadv"]
     backing.close()

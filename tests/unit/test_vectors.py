@@ -39,7 +39,7 @@ def read_all(vector, **kwargs) -> bytes:
         assert f.size == vector["logical_size"]
         return f.read(0, f.size)
     finally:
-        os.close(f.fd)
+        f.close()
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=lambda v: v["id"])
@@ -85,7 +85,7 @@ def test_tampered_page_is_named_and_others_still_read():
             f.read(PAGE_SIZE, 10)
         assert caught.value.page == 1 and "tampered.enc" in str(caught.value)
     finally:
-        os.close(f.fd)
+        f.close()
 
 
 @pytest.mark.parametrize("vector", [v for v in VECTORS if v.get("fresh_single_write")], ids=lambda v: v["id"])
@@ -97,7 +97,7 @@ def test_fresh_write_reproduces_realm_core_ciphertext(vector, tmp_path):
         f.write(0, plaintext)
         f.fsync()
     finally:
-        os.close(f.fd)
+        f.close()
     expected = vector_path(vector["encrypted"]).read_bytes()
     if not plaintext:
         # Realm Core's resize(0) leaves one empty metadata page, which Realm Core itself then
@@ -123,7 +123,7 @@ def test_rewrite_of_torn_page_skips_the_lost_counter(tmp_path):
         assert (entry.iv1, entry.iv2) == (3, 1)
         assert f.read(PAGE_SIZE, PAGE_SIZE) == b"x" + old[1:]
     finally:
-        os.close(f.fd)
+        f.close()
 
 
 def test_counter_wraps_from_max_to_one(tmp_path):
@@ -139,4 +139,4 @@ def test_counter_wraps_from_max_to_one(tmp_path):
         assert (entry.iv1, entry.iv2) == (1, 0xFFFFFFFF)
         assert f.read(PAGE_SIZE, PAGE_SIZE) == b"y" * PAGE_SIZE
     finally:
-        os.close(f.fd)
+        f.close()
