@@ -1,7 +1,7 @@
 """BackingFile: every I/O an EncryptedFile does on its backing file, behind one small interface.
 
-EncryptedFile (pagefile.py, pagetruncate.py) reads, writes, sizes, cuts, syncs and advises
-its backing file only through a BackingFile, never through ``os``. Tests stack wrappers
+EncryptedFile (pagefile.py, with its IvTable and PageStore) reads, writes, sizes, cuts,
+syncs and advises its backing file only through a BackingFile, never through ``os``. Tests stack wrappers
 with the same methods on it (tests/pagefile/helpers.py: one that records every call and
 can fail the n-th mutation, the simulated power cut) instead of patching ``os``.
 

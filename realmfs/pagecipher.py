@@ -70,16 +70,24 @@ class Entry(NamedTuple):
 EMPTY_ENTRY = Entry(0, bytes(MAC_SIZE), 0, bytes(MAC_SIZE))
 
 
-def next_counter(*seen: int) -> int:
-    """Counter for the next write of a page, after the highest counter ever seen for it.
+def next_counter(iv1: int, iv2: int = 0, lost: int = 0, counter_floor: int = 0) -> int:
+    """Counter for the next write of a page whose entry holds ``iv1``/``iv2``: the one rule
+    that keeps IVs unique. It goes above every counter seen for the page: slot 1 (or,
+    for an entry a truncation cleared, iv1 = 0, its last counter kept in slot 2); with a
+    ``lost`` counter (slot 1 of a torn write, whose slot 2 stays) both slots and that;
+    and the file's ``counter_floor`` (header layout: counters cut away with IV blocks).
 
     Counters are u32 and 0 means "never written", so after 0xFFFFFFFF the next one is
     1 again, as in Realm Core. That wrap re-uses IVs (counter, position) used 2^32-1
     writes earlier for this page; the format has no room for a wider counter. At one
     write per millisecond to a single page this takes 50 days; rekey before that.
     """
-    counter = (max(seen) + 1) & COUNTER_MAX
-    return counter or 1
+    last = iv1 or iv2
+    if lost:
+        last = max(last, iv2, lost)
+    if counter_floor > last:
+        last = counter_floor
+    return (last + 1) & COUNTER_MAX or 1
 
 
 def max_counter(entries) -> int:
@@ -152,17 +160,15 @@ class PageCipher:
         return self._aes.encrypt(plaintext, [page_iv(counter, page)])
 
     def seal_page(self, plaintext, old: Entry, page: int, binding_id: bytes | None,
-                  floor: int = 0, file_floor: int = 0) -> tuple[bytes, Entry]:
+                  lost: int = 0, counter_floor: int = 0) -> tuple[bytes, Entry]:
         """Encrypt one page for writing: returns (ciphertext, new entry).
 
-        The previous slot 1 moves to slot 2 (Realm Core's order), unless ``floor`` says
-        slot 1 is a torn write: then the verified slot 2 stays. The counter continues
-        after the highest counter seen (``floor`` and the file's ``file_floor``, the
-        header's counter floor, included) so no IV is used twice.
+        The previous slot 1 moves to slot 2 (Realm Core's order), unless a ``lost``
+        counter says slot 1 is a torn write: then the verified slot 2 stays. The counter
+        is ``next_counter``'s (``counter_floor``: the header's), so no IV is used twice.
         """
-        keep = (old.iv2, old.mac2) if floor else (old.iv1, old.mac1)
-        # an entry cleared by a truncation (iv1 = 0) keeps its page's last counter in iv2
-        counter = next_counter(old.iv1 or old.iv2, old.iv2 if floor else 0, floor, file_floor)
+        keep = (old.iv2, old.mac2) if lost else (old.iv1, old.mac1)
+        counter = next_counter(old.iv1, old.iv2, lost, counter_floor)
         while True:
             ciphertext = self.encrypt_page(plaintext, counter, page)
             mac = self.mac(ciphertext, binding(binding_id, page, counter))
@@ -170,40 +176,36 @@ class PageCipher:
                 return ciphertext, Entry(counter, mac, keep[0], keep[1])
             counter = next_counter(counter)  # a MAC collision with slot 2: as Realm, bump again
 
-    def seal_pages(self, plaintext, meta: bytearray, start: int, first: int, count: int,
-                   binding_id: bytes | None, floors=None, offset: int = 0,
-                   file_floor: int = 0) -> tuple[memoryview, bool]:
-        """``seal_page`` for ``count`` consecutive pages in one pass, entries in place.
+    def seal_pages(self, plaintext, olds, first: int, binding_id: bytes | None, *,
+                   offset: int = 0, counter_floor: int = 0, lost=None) -> tuple[memoryview, bytearray, bool]:
+        """``seal_page`` for consecutive pages first, first + 1, ... in one pass.
 
-        ``plaintext[offset:]`` holds the pages; their old entries are ``meta[start:]``
-        (``count`` entries of 64 bytes), replaced by the new ones; ``floors`` is None or
-        one ``floor`` per page; ``file_floor`` as in ``seal_page``, for every page.
-        All pages are encrypted in one call, then MACed in one
-        loop; the same counters, bytes and entries as ``seal_page`` page by page.
-        Returns (ciphertext view, valid until this thread's next ``seal_pages``; True if
-        any page was never written before).
+        ``olds`` holds their old entries (64 bytes each, one page per entry; it is not
+        changed), ``plaintext[offset:]`` the pages; ``lost`` is None or one lost counter
+        per page (0: none); ``counter_floor`` as in ``seal_page``. All pages are encrypted
+        in one call, then MACed in one loop: the same counters, bytes and entries as
+        ``seal_page`` page by page. Returns (ciphertext view, valid until this thread's
+        next ``seal_pages``; the new entries; True if any page was never written before).
         """
+        count = len(olds) // ENTRY_SIZE
         unpack_from, pack_into, iv_pack = _ENTRY.unpack_from, _ENTRY.pack_into, _IV.pack
-        olds = []
+        found = []
         ivs = []
         first_writes = False
         for index in range(count):
-            iv1, mac1, iv2, mac2 = old = unpack_from(meta, start + index * ENTRY_SIZE)
-            floor = floors[index] if floors else 0
-            if floor:
-                counter = next_counter(iv1 or iv2, iv2, floor, file_floor)
-            else:   # next_counter(iv1 or iv2, file_floor)
-                last = iv1 or iv2
-                counter = ((last if last > file_floor else file_floor) + 1) & COUNTER_MAX or 1
+            iv1, mac1, iv2, mac2 = old = unpack_from(olds, index * ENTRY_SIZE)
+            torn = lost[index] if lost else 0
+            counter = next_counter(iv1, iv2, torn, counter_floor)
             first_writes |= iv1 == COUNTER_NEVER_WRITTEN
-            olds.append((old, floor, counter))
+            found.append((old, torn, counter))
             ivs.append(iv_pack(counter, (first + index) * PAGE_SIZE))
         ciphertext = self._aes.encrypt_view(plaintext, ivs, offset)
         inner_copy, outer_copy = self._inner.copy, self._outer.copy
+        news = bytearray(count * ENTRY_SIZE)
         at = 0
         for index in range(count):
-            (iv1, mac1, iv2, mac2), floor, counter = olds[index]
-            keep_iv, keep_mac = (iv2, mac2) if floor else (iv1, mac1)
+            (iv1, mac1, iv2, mac2), torn, counter = found[index]
+            keep_iv, keep_mac = (iv2, mac2) if torn else (iv1, mac1)
             page = first + index
             inner = inner_copy()
             inner.update(ciphertext[at:at + PAGE_SIZE])
@@ -215,13 +217,13 @@ class PageCipher:
             if mac == keep_mac:     # a MAC collision with slot 2 (never seen): seal_page's loop
                 view = memoryview(plaintext).cast("B")
                 sealed, entry = self.seal_page(view[offset + at:offset + at + PAGE_SIZE],
-                                               Entry(iv1, mac1, iv2, mac2), page, binding_id, floor,
-                                               file_floor)
+                                               Entry(iv1, mac1, iv2, mac2), page, binding_id, torn,
+                                               counter_floor)
                 ciphertext[at:at + PAGE_SIZE] = sealed
                 counter, mac = entry.iv1, entry.mac1
-            pack_into(meta, start + index * ENTRY_SIZE, counter, mac, keep_iv, keep_mac)
+            pack_into(news, index * ENTRY_SIZE, counter, mac, keep_iv, keep_mac)
             at += PAGE_SIZE
-        return ciphertext, first_writes
+        return ciphertext, news, first_writes
 
     # -- reading ---------------------------------------------------------------------
     def classify(self, entry: Entry, ciphertext, page: int,

@@ -19,7 +19,7 @@ Invariants
 * The worker computes exactly what ``PageCipher.seal_pages`` computes in process (it
   runs that code on the same old entries): the same counters, ciphertext and entries.
 * The worker never touches a backing file: the caller does every write, so the order of
-  backing writes stays decided in ``pagefile._write_group`` alone.
+  backing writes stays decided in ``PageStore.write_group`` alone.
 * One job at a time (a lock; a caller that finds the worker busy seals in process);
   when ``seal`` yields, every chunk is accounted for (sealed by one side, answered), so
   the pipe holds nothing of it; the mapping's ciphertext is valid until the block ends.
@@ -54,7 +54,7 @@ ENV = "REALMFS_SEAL_WORKER"
 SPLIT_MIN_PAGES = 16
 CHUNK_PAGES = 8                 # the unit of work sharing: about 70 us of sealing
 
-_JOB = struct.Struct("<IQIII?16s")       # key number, first page, pages, chunk pages, file floor,
+_JOB = struct.Struct("<IQIII?16s")       # key number, first page, pages, chunk pages, counter floor,
                                         # has binding, binding id
 _KEY = struct.Struct(f"<I{KEY_SIZE}s")  # on the key pipe: key number, key
 _META_AT = PAGE_SIZE                    # the worker's old, then new, entries
@@ -99,22 +99,23 @@ class Splitter:
                 os.close(fd)
 
     @contextlib.contextmanager
-    def seal(self, cipher: PageCipher, plaintext, meta, start: int, first: int, count: int,
-             binding_id: bytes | None, offset: int, file_floor: int):
-        """``PageCipher.seal_pages`` (without floors), the upper half shared with the worker.
+    def seal(self, cipher: PageCipher, plaintext, olds, first: int, binding_id: bytes | None,
+             offset: int, counter_floor: int):
+        """``PageCipher.seal_pages`` (without lost counters), the upper half shared with the worker.
 
-        Yields (list of ciphertext buffers, contiguous in page order; True if any page was
-        never written before), valid inside the block; or None when the worker is busy or
-        gone (the caller seals in process)."""
+        Yields (list of ciphertext buffers, contiguous in page order; the new entries;
+        True if any page was never written before), valid inside the block; or None when
+        the worker is busy or gone (the caller seals in process)."""
         if self._broken or not self._lock.acquire(blocking=False):
             yield None
             return
         try:
-            yield self._seal(cipher, plaintext, meta, start, first, count, binding_id, offset, file_floor)
+            yield self._seal(cipher, plaintext, olds, first, binding_id, offset, counter_floor)
         finally:
             self._lock.release()
 
-    def _seal(self, cipher, plaintext, meta, start, first, count, binding_id, offset, file_floor):
+    def _seal(self, cipher, plaintext, olds, first, binding_id, offset, counter_floor):
+        count = len(olds) // ENTRY_SIZE
         upper = count // 2
         lower = count - upper
         chunks = -(-upper // CHUNK_PAGES)
@@ -122,11 +123,12 @@ class Splitter:
         source = plaintext if type(plaintext) is bytes else memoryview(plaintext).cast("B")
         at = offset + lower * PAGE_SIZE
         view[_PLAIN_AT:_PLAIN_AT + upper * PAGE_SIZE] = source[at:at + upper * PAGE_SIZE]
-        entries = start + lower * ENTRY_SIZE
-        view[_META_AT:_META_AT + upper * ENTRY_SIZE] = meta[entries:entries + upper * ENTRY_SIZE]
-        posted = self._post(cipher, first + lower, upper, file_floor, binding_id, chunks)
-        ciphertext, first_writes = cipher.seal_pages(plaintext, meta, start, first, lower,
-                                                     binding_id, None, offset, file_floor)
+        entries = lower * ENTRY_SIZE
+        view[_META_AT:_META_AT + upper * ENTRY_SIZE] = olds[entries:entries + upper * ENTRY_SIZE]
+        posted = self._post(cipher, first + lower, upper, counter_floor, binding_id, chunks)
+        ciphertext, news, first_writes = cipher.seal_pages(plaintext, olds[:entries], first, binding_id,
+                                                           offset=offset, counter_floor=counter_floor)
+        news += bytes(upper * ENTRY_SIZE)
         taken = set(range(chunks))
         if posted:
             try:
@@ -143,27 +145,27 @@ class Splitter:
         for chunk in range(chunks):
             low = chunk * CHUNK_PAGES
             pages = min(CHUNK_PAGES, upper - low)
+            here = slice(entries + low * ENTRY_SIZE, entries + (low + pages) * ENTRY_SIZE)
             if chunk in taken:
                 where = _META_AT + low * ENTRY_SIZE
-                meta[entries + low * ENTRY_SIZE:entries + (low + pages) * ENTRY_SIZE] = \
-                    view[where:where + pages * ENTRY_SIZE]
+                news[here] = view[where:where + pages * ENTRY_SIZE]
                 continue
-            sealed, first_here = cipher.seal_pages(plaintext, meta, entries + low * ENTRY_SIZE,
-                                                   first + lower + low, pages, binding_id, None,
-                                                   at + low * PAGE_SIZE, file_floor)
+            sealed, news[here], first_here = cipher.seal_pages(
+                plaintext, olds[here], first + lower + low, binding_id,
+                offset=at + low * PAGE_SIZE, counter_floor=counter_floor)
             view[_CIPHER_AT + low * PAGE_SIZE:_CIPHER_AT + (low + pages) * PAGE_SIZE] = sealed
             first_writes = first_writes or first_here
         first_writes = first_writes or any(answer & _FIRST_WRITES for answer in answers or b"")
-        return [ciphertext, view[_CIPHER_AT:_CIPHER_AT + upper * PAGE_SIZE]], first_writes
+        return [ciphertext, view[_CIPHER_AT:_CIPHER_AT + upper * PAGE_SIZE]], news, first_writes
 
-    def _post(self, cipher, first, pages, file_floor, binding_id, chunks) -> bool:
+    def _post(self, cipher, first, pages, counter_floor, binding_id, chunks) -> bool:
         """Describe the job in the mapping and offer its chunks; False if the worker is gone."""
         try:
             if cipher is not self._keyed:
                 self._key_number += 1
                 os.write(self._keys, _KEY.pack(self._key_number, cipher.secret()))
                 self._keyed = cipher
-            _JOB.pack_into(self._view, 0, self._key_number, first, pages, CHUNK_PAGES, file_floor,
+            _JOB.pack_into(self._view, 0, self._key_number, first, pages, CHUNK_PAGES, counter_floor,
                            binding_id is not None, binding_id or b"")
             os.write(self._chunks, bytes(range(chunks)))
             return True
@@ -254,7 +256,7 @@ def _serve_chunks(view, chunks: int, answers: int, keys: int) -> None:
         if not taken:
             return
         try:
-            number, first, pages, chunk_pages, file_floor, has_binding, binding_id = _JOB.unpack_from(view, 0)
+            number, first, pages, chunk_pages, counter_floor, has_binding, binding_id = _JOB.unpack_from(view, 0)
             while key_number != number:
                 key_number, key = _KEY.unpack(_read_exactly(keys, _KEY.size))
                 cipher = PageCipher(key)
@@ -262,9 +264,9 @@ def _serve_chunks(view, chunks: int, answers: int, keys: int) -> None:
             count = min(chunk_pages, pages - low)
             meta = view[_META_AT + low * ENTRY_SIZE:_META_AT + (low + count) * ENTRY_SIZE]
             plain = view[_PLAIN_AT + low * PAGE_SIZE:_PLAIN_AT + (low + count) * PAGE_SIZE]
-            ciphertext, first_writes = cipher.seal_pages(plain, meta, 0, first + low, count,
-                                                         binding_id if has_binding else None,
-                                                         None, 0, file_floor)
+            ciphertext, meta[:], first_writes = cipher.seal_pages(plain, meta, first + low,
+                                                                  binding_id if has_binding else None,
+                                                                  counter_floor=counter_floor)
             view[_CIPHER_AT + low * PAGE_SIZE:_CIPHER_AT + (low + count) * PAGE_SIZE] = ciphertext
             meta.release()
             plain.release()

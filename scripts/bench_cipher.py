@@ -109,12 +109,12 @@ def bench_pure(budget: float) -> dict[str, float]:
     meta = bytearray(BATCH * 64)
 
     def seal_batch():
-        cipher.seal_pages(joined_plain, bytearray(meta), 0, 0, BATCH, None)
+        cipher.seal_pages(joined_plain, meta, 0, None)
         return BATCH * PAGE_SIZE
     results["seal_pages x32 (encrypt+MAC)"] = rate(budget, seal_batch)
 
-    sealed_meta = bytearray(meta)
-    batch_ciphertext = bytes(cipher.seal_pages(joined_plain, sealed_meta, 0, 0, BATCH, None)[0])
+    batch_ciphertext, sealed_meta, _ = cipher.seal_pages(joined_plain, meta, 0, None)
+    batch_ciphertext = bytes(batch_ciphertext)
     work = bytearray(len(batch_ciphertext))
 
     def open_pages():

@@ -100,8 +100,9 @@ class Sealer:
         low = first
         while low < end:
             high = min(end, (low // ENTRIES_PER_BLOCK + 1) * ENTRIES_PER_BLOCK)
-            self.cipher.seal_pages(data, self.meta, (low % ENTRIES_PER_BLOCK) * ENTRY_SIZE, low,
-                                   high - low, self.file_id, None, low * PAGE_SIZE)
+            at = (low % ENTRIES_PER_BLOCK) * ENTRY_SIZE
+            _, self.meta[at:at + (high - low) * ENTRY_SIZE], _ = self.cipher.seal_pages(
+                data, self.meta[at:at + (high - low) * ENTRY_SIZE], low, self.file_id, offset=low * PAGE_SIZE)
             low = high
 
     def charge(self, data: bytes) -> None:

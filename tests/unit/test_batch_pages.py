@@ -34,19 +34,20 @@ def test_seal_pages_matches_seal_page(binding_id, seed):
     count = rnd.choice([1, 2, 5, 64])
     first = rnd.randrange(0, 1000) * 64 + 64 - count
     olds = [random_entry(rnd) for _ in range(count)]
-    floors = [rnd.choice([0, 0, rnd.randrange(1, 2**32)]) for _ in range(count)] if seed % 2 else None
-    file_floor = [0, rnd.randrange(1, 2**32), 0xFFFFFFFF][seed % 3]
+    lost = [rnd.choice([0, 0, rnd.randrange(1, 2**32)]) for _ in range(count)] if seed % 2 else None
+    counter_floor = [0, rnd.randrange(1, 2**32), 0xFFFFFFFF][seed % 3]
     plain = rnd.randbytes(count * PAGE_SIZE + 96)
-    meta = bytearray(rnd.randbytes(ENTRY_SIZE)) + b"".join(e.pack() for e in olds)
-    ciphertext, first_writes = cipher.seal_pages(plain, meta, ENTRY_SIZE, first, count, binding_id, floors, 96,
-                                                 file_floor)
+    packed = b"".join(e.pack() for e in olds)
+    ciphertext, news, first_writes = cipher.seal_pages(plain, packed, first, binding_id, offset=96,
+                                                       counter_floor=counter_floor, lost=lost)
     expected = []
     for index, old in enumerate(olds):
         page = plain[96 + index * PAGE_SIZE:96 + (index + 1) * PAGE_SIZE]
-        sealed, entry = cipher.seal_page(page, old, first + index, binding_id, floors[index] if floors else 0,
-                                         file_floor)
+        sealed, entry = cipher.seal_page(page, old, first + index, binding_id, lost[index] if lost else 0,
+                                         counter_floor)
         expected.append(sealed)
-        assert meta[(index + 1) * ENTRY_SIZE:(index + 2) * ENTRY_SIZE] == entry.pack()
+        assert news[index * ENTRY_SIZE:(index + 1) * ENTRY_SIZE] == entry.pack()
+    assert packed == b"".join(e.pack() for e in olds)       # the old entries are left alone
     assert bytes(ciphertext) == b"".join(expected)
     assert first_writes == any(not e.written for e in olds)
 
@@ -91,8 +92,8 @@ def test_check_pages_agrees_with_classify(binding_id):
 def test_decrypt_in_place_and_mac(pages):
     cipher = PageCipher(os.urandom(64))
     plain = os.urandom(pages * PAGE_SIZE)
-    meta = bytearray(pages * ENTRY_SIZE)
-    ciphertext = bytes(cipher.seal_pages(plain, meta, 0, 5, pages, None)[0])
+    ciphertext, meta, _ = cipher.seal_pages(plain, bytes(pages * ENTRY_SIZE), 5, None)
+    ciphertext = bytes(ciphertext)
     ivs = cipher.check_pages(ciphertext, meta, 0, 5, pages, None)
     buffer = bytearray(b"\x01" * 32) + bytearray(ciphertext)
     cipher.decrypt_in_place(buffer, ivs, 32)

@@ -45,37 +45,37 @@ def test_split_sealing_is_byte_identical_to_sealing_in_process(splitter, kind, b
             start = (first % 64) * ENTRY_SIZE
             meta = _old_entries(rng, 64, kind)
             meta = meta[-start:] + meta[:-start] if start else meta     # entries at their page's slot
-            expected_meta = bytearray(meta)
-            expected, expected_first = cipher.seal_pages(plaintext, expected_meta, start, first, count,
-                                                         binding, None, offset, 7)
+            olds = bytes(meta[start:start + count * ENTRY_SIZE])
+            expected, expected_news, expected_first = cipher.seal_pages(plaintext, olds, first, binding,
+                                                                        offset=offset, counter_floor=7)
             expected = bytes(expected)
-            with splitter.seal(cipher, plaintext, meta, start, first, count, binding, offset, 7) as sealed:
+            with splitter.seal(cipher, plaintext, olds, first, binding, offset, 7) as sealed:
                 assert sealed is not None
-                parts, first_writes = sealed
+                parts, news, first_writes = sealed
                 assert len(parts) == 2 and all(len(part) % P == 0 for part in parts)
                 assert b"".join(bytes(part) for part in parts) == expected
-            assert meta == expected_meta and first_writes == expected_first
+                assert news == expected_news and first_writes == expected_first
 
 
 def test_a_dead_worker_is_replaced_by_sealing_in_process(splitter):
     cipher = PageCipher(os.urandom(64))
     plaintext = os.urandom(32 * P)
-    expected_meta = bytearray(P)
-    expected = bytes(cipher.seal_pages(plaintext, expected_meta, 0, 0, 32, None)[0])
+    olds = bytes(32 * ENTRY_SIZE)
+    expected, expected_news, _ = cipher.seal_pages(plaintext, olds, 0, None)
+    expected = bytes(expected)
     splitter.process.kill()         # our own child, by pid
     splitter.process.wait()
-    meta = bytearray(P)
-    with splitter.seal(cipher, plaintext, meta, 0, 0, 32, None, 0, 0) as sealed:
+    with splitter.seal(cipher, plaintext, olds, 0, None, 0, 0) as sealed:
         assert b"".join(bytes(part) for part in sealed[0]) == expected
-    assert meta == expected_meta
-    with splitter.seal(cipher, plaintext, bytearray(P), 0, 0, 32, None, 0, 0) as sealed:
+        assert sealed[1] == expected_news
+    with splitter.seal(cipher, plaintext, olds, 0, None, 0, 0) as sealed:
         assert sealed is None       # from now on the caller seals in process
 
 
 def test_a_busy_worker_leaves_the_second_caller_sealing_in_process(splitter):
     cipher = PageCipher(os.urandom(64))
     plaintext = os.urandom(16 * P)
-    with splitter.seal(cipher, plaintext, bytearray(P), 0, 0, 16, None, 0, 0) as outer:
+    with splitter.seal(cipher, plaintext, bytes(16 * ENTRY_SIZE), 0, None, 0, 0) as outer:
         assert outer is not None
-        with splitter.seal(cipher, plaintext, bytearray(P), 0, 0, 16, None, 0, 0) as inner:
+        with splitter.seal(cipher, plaintext, bytes(16 * ENTRY_SIZE), 0, None, 0, 0) as inner:
             assert inner is None
