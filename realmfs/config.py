@@ -43,9 +43,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from .errors import AlreadyExists, BadPath, Damaged, NotEncrypted, RekeyInProgress, WrongKey
 from .fileheader import HeaderProblem, unpack_page
 from .keys import Key
-from .layout import HEADER_SIZE
 from .pagecipher import PageCipher
-from .pagefile import looks_like_plain_realm, open_backing
+from .detect import PLAIN_REALM_PROBE, first_page, looks_like_plain_realm
+from .pagefile import open_backing
 
 CONFIG_NAME = ".realmfs.conf"
 LOCK_NAME = ".realmfs.lock"
@@ -257,8 +257,7 @@ def check_key_against_files(backing: str, key: Key, probe: Config | None = None)
             if f.size:
                 return
         else:
-            with open(path, "rb") as raw:
-                page = raw.read(HEADER_SIZE)
+            page = first_page(path)
             if not page:
                 continue
             try:
@@ -278,10 +277,8 @@ def plain_named_ciphertext(backing: str, config: Config, key: Key) -> list[str]:
     found = []
     cipher = PageCipher(key.raw)
     for path in backing_files(backing, config, plain=True):
-        with open(path, "rb") as raw:
-            page = raw.read(HEADER_SIZE)
         try:
-            unpack_page(page, cipher.mac_message)
+            unpack_page(first_page(path), cipher.mac_message)
         except HeaderProblem:
             continue        # Realm Core's own bytes (or damage, which stays as it is)
         found.append(path)
@@ -293,7 +290,7 @@ def find_plain_realm_files(backing: str, config: Config | None = None) -> list[s
     found = []
     for path in backing_files(backing, config):
         with open(path, "rb") as raw:
-            if looks_like_plain_realm(raw.read(24)):
+            if looks_like_plain_realm(raw.read(PLAIN_REALM_PROBE)):
                 found.append(path)
     return found
 

@@ -75,13 +75,18 @@ def unpack_slot(raw: bytes, mac) -> Header | None:
     return Header(file_id, sequence, size, counter_floor)
 
 
+def has_header_magic(page: bytes) -> bool:
+    """True if either slot of ``page`` starts with the magic: a header, good or damaged."""
+    return any(page[o:o + len(MAGIC)] == MAGIC for o in SLOT_OFFSETS)
+
+
 def unpack_page(page: bytes, mac) -> Header:
     """Parse and authenticate a header page, or raise HeaderProblem."""
+    if not has_header_magic(page):
+        raise HeaderProblem("foreign", "no realmfs header")
     if len(page) < HEADER_SIZE:
         raise HeaderProblem("damaged", f"header is {len(page)} bytes, expected {HEADER_SIZE}")
     raws = [page[o:o + SLOT_SIZE] for o in SLOT_OFFSETS]
-    if not any(r.startswith(MAGIC) for r in raws):
-        raise HeaderProblem("foreign", "no realmfs header")
     slots = [unpack_slot(r, mac) for r in raws]
     valid = [s for s in slots if s is not None]
     if not valid:
@@ -100,3 +105,19 @@ def unpack_page(page: bytes, mac) -> Header:
     if a.sequence == b.sequence and a != b:
         raise HeaderProblem("damaged", "header slots disagree")
     return max(valid, key=lambda h: h.sequence)
+
+
+def unpack_any_slot(page: bytes, mac) -> Header | None:
+    """The header of the first slot that authenticates on its own, or None: what is
+    left of a page ``unpack_page`` calls damaged (repair rewrites the page from it)."""
+    for offset in SLOT_OFFSETS:
+        slot = page[offset:offset + SLOT_SIZE]
+        if not slot.startswith(MAGIC):
+            continue
+        try:
+            header = unpack_slot(slot, mac)
+        except HeaderProblem:
+            continue
+        if header is not None:
+            return header
+    return None

@@ -24,7 +24,7 @@ from . import config as configmod
 from .backinglock import is_locked
 from .errors import BackingLocked, BadPath
 from .layout import PAGE_SIZE
-from .verify import looks_like_realm_ciphertext
+from .detect import looks_like_realm_ciphertext
 
 
 def _parents(path: str):

@@ -33,6 +33,8 @@ from . import config as configmod
 from . import keyslots, verify
 from .backinglock import is_locked
 from .config import TOOL_TEMP_SUFFIX
+from .detect import first_page, has_realm_iv_table, has_realmfs_header, looks_like_plain_realm, \
+    looks_like_realm_ciphertext
 from .errors import (
     AlreadyEncrypted,
     AlreadyExists,
@@ -48,7 +50,7 @@ from .errors import (
 from .keys import Key, write_key_file
 from .layout import HEADER_SIZE, PAGE_SIZE
 from .pagecipher import PageCipher
-from .pagefile import looks_like_plain_realm, open_backing
+from .pagefile import open_backing
 from .progress import disabled
 from .transcode import CHUNK, check_read_back, fsync_dir, keep_metadata, write_copy
 
@@ -180,12 +182,11 @@ class EncryptResult:
 
 def _check_plain(path: str, realm_layout: bool) -> None:
     """Refuse a source file that is already ciphertext (realmfs header or Realm IV table)."""
-    with open(path, "rb") as f:
-        first = f.read(HEADER_SIZE)
-    if verify.has_realmfs_header(first):
+    first = first_page(path)
+    if has_realmfs_header(first):
         raise AlreadyEncrypted(f"{path} is already encrypted (it has a realmfs header); "
                                "decrypt it first or copy it as is")
-    if realm_layout and not looks_like_plain_realm(first) and verify.looks_like_realm_ciphertext(path):
+    if realm_layout and not looks_like_plain_realm(first) and looks_like_realm_ciphertext(path):
         raise AlreadyEncrypted(f"{path} looks like an encrypted Realm file already "
                                "(an IV table, no plain Realm header); refusing to encrypt it twice")
 
@@ -251,7 +252,7 @@ def encrypt_stream(stream, dst: str, key: Key, *, realm_pattern: str = configmod
     layout = configmod.Config(realm_pattern=realm_pattern).is_realm_file(dst) if realm_layout is None \
         else realm_layout
     first = stream.read(HEADER_SIZE)
-    if verify.has_realmfs_header(first):
+    if has_realmfs_header(first):
         raise AlreadyEncrypted("the input is already encrypted (it has a realmfs header)")
     result = EncryptResult(dst)
     progress.files = 1
@@ -412,23 +413,21 @@ def _stream_plain(ef, stream, progress) -> None:
 def _unrecognized(src: str, layout: bool, error: RealmfsError) -> NotRecognized | None:
     """A lone file that failed to open as ``layout``: NotRecognized if it is no ciphertext
     of that kind at all, else None (the original error stands)."""
-    if layout and not isinstance(error, NotEncrypted) and not verify.has_realm_iv_table(src):
+    if layout and not isinstance(error, NotEncrypted) and not has_realm_iv_table(src):
         return NotRecognized(f"{src} is not an encrypted file: no realmfs header and no Realm IV table")
-    with open(src, "rb") as f:
-        headerless = not verify.has_realmfs_header(f.read(HEADER_SIZE))
+    headerless = not has_realmfs_header(first_page(src))
     if not layout and headerless:     # --layout header forced on a file without one
         return NotRecognized(f"{src} has no realmfs header: not a file realmfs encrypted")
     return None
 
 
 def _lone_file_layout(src: str, realm_layout: bool | None) -> bool:
-    with open(src, "rb") as f:
-        first = f.read(HEADER_SIZE)
+    first = first_page(src)
     if looks_like_plain_realm(first):
         raise NotEncrypted(f"{src} is an unencrypted Realm file already; nothing to decrypt")
     if realm_layout is not None:
         return realm_layout
-    return not verify.has_realmfs_header(first)
+    return not has_realmfs_header(first)
 
 
 def decrypt(src: str, dst: str, key: Key, *, skip_damaged: bool = False,

@@ -7,7 +7,7 @@ ranges, sizes and the header into groups; this module knows nothing of sizes.
 
 Invariants
 * A page is returned only if it authenticates in slot 1 or slot 2; every other outcome
-  is zeros or an error, as the damage rulebook decides (``_unreadable``).
+  is zeros or an error, as the damage rulebook (damage.judge_page) decides.
 * Every page write uses ``pagecipher.next_counter``: above every counter seen for the
   page (lost counters of torn writes included) and above ``counter_floor``.
 * The order of the backing writes of a group is decided in ``write_group`` alone:
@@ -24,7 +24,7 @@ import logging
 import threading
 
 from . import sealworker
-from .errors import Damaged, IntegrityError
+from .damage import Outcome, Verdict, judge_page, read_error
 from .ivtable import IvTable
 from .layout import (
     BLOCK_DATA_BYTES,
@@ -94,15 +94,17 @@ class PageStore:
                 table.set_current(page)
                 continue
             ciphertext = view[index * PAGE_SIZE:(index + 1) * PAGE_SIZE]
-            result, counter = self.cipher.classify(table.entry(page), ciphertext, page, self.binding_id)
-            if result is ReadResult.SUCCESS:
+            entry = table.entry(page)
+            result, counter = self.cipher.classify(entry, ciphertext, page, self.binding_id)
+            verdict = judge_page(result, entry, ciphertext, self.realm_layout)
+            if verdict.outcome is Outcome.DATA:
                 table.set_current(page)
                 ivs[index] = page_iv(counter, page)
-            elif result is ReadResult.FALLBACK:
+            elif verdict.outcome is Outcome.PREVIOUS:
                 self._note_torn(page)
                 ivs[index] = page_iv(counter, page)
             else:
-                self._unreadable(page, result, ciphertext, lenient)   # zeros, or raises
+                self._unreadable(page, verdict, lenient)   # zeros, or raises
                 zeros.append(index)
         for index in zeros:     # after every check: a raise leaves no page half-done
             buffer[index * PAGE_SIZE:(index + 1) * PAGE_SIZE] = ZERO_PAGE
@@ -117,25 +119,16 @@ class PageStore:
         if self.table.note_torn(page):
             log.info("%s page %d: last write was torn, serving the previous version", self.name, page)
 
-    def _unreadable(self, page: int, result: ReadResult, ciphertext, lenient: bool) -> bytes:
-        """Zeros for the page, or raise: the one place that decides what a failed read means."""
-        if result is ReadResult.UNINITIALIZED:
-            return ZERO_PAGE
-        zero_data = ciphertext == ZERO_PAGE
-        if self.realm_layout and zero_data and result is ReadResult.INTERRUPTED_FIRST_WRITE:
-            # Realm Core's shrink keeps IV entries and regrows zero pages; it and a crash
-            # before a first data write leave exactly this. realmfs never leaves it itself.
-            return ZERO_PAGE
-        if self.realm_layout and result is ReadResult.STALE_ZERO:
-            log.warning("%s page %d: all-zero page with a stale IV entry, read as zeros "
-                        "(Realm Core does the same); 'realmfs verify' lists it", self.name, page)
-            return ZERO_PAGE
-        if lenient:
-            log.error("%s page %d: %s; read as zeros", self.name, page, result.value)
-            return ZERO_PAGE
-        if result is ReadResult.EOF:
-            raise Damaged(f"{self.name}: page {page} is cut short (file truncated?)")
-        raise IntegrityError(self.name, page, f"{result.value} (tampered, corrupted or torn)")
+    def _unreadable(self, page: int, verdict: Verdict, lenient: bool) -> None:
+        """Raise for a page the rulebook says fails (unless ``lenient``: zeros, logged);
+        log a page read as zeros if the rulebook says so."""
+        if verdict.fails:
+            if not lenient:
+                raise read_error(verdict, self.name, page)
+            log.error("%s page %d: %s; read as zeros", self.name, page, verdict.kind.value)
+        elif verdict.log_level is not None:
+            log.log(verdict.log_level, "%s page %d: %s, read as zeros (Realm Core does the same); "
+                    "'realmfs verify' lists it", self.name, page, verdict.kind.value)
 
     def key_opens(self, pages: int) -> bool | None:
         """Of a ``.realm`` file of ``pages`` pages (no key check of its own): True if a

@@ -101,9 +101,12 @@ def test_no_magic_is_foreign(page):
     assert problem(page) == "foreign"
 
 
-def test_short_page_is_damaged():
+def test_short_page_is_damaged_if_it_has_the_magic_else_foreign():
+    """verify always judged a short page without the magic as not encrypted; the read path
+    now asks fileheader in the same order (the damage rulebook)."""
     assert problem(PAGE[:100]) == "damaged"
-    assert problem(b"") == "damaged"
+    assert problem(b"") == "foreign"
+    assert problem(b"\x00" * 100) == "foreign"
 
 
 @pytest.mark.parametrize("newer_in", ["A", "B"])
