@@ -25,9 +25,8 @@ Every file under BACKING is of one kind, decided by ``Config.kind_of`` alone: ``
 (the realm pattern), else ``header`` (realmfs's header layout).
 
 Invariants: the file is replaced atomically (temp file, fsync, rename, fsync of
-the directory); a config that fails ``unlock`` is never used; a directory without
-a config (files made by Realm Core) is checked against its files instead, with the
-default patterns, and refused if it holds files that no pattern or layout explains.
+the directory); a config that fails ``unlock`` is never used. Scanning the directory's
+files (and checking a key against them where there is no config) is backingscan.py's.
 """
 
 from __future__ import annotations
@@ -40,16 +39,12 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from .errors import AlreadyExists, BadPath, Damaged, NotEncrypted, RekeyInProgress, WrongKey
-from .fileheader import HeaderProblem, unpack_page
+from .durable import TEMP_SUFFIX, write_atomically
+from .errors import AlreadyExists, BadPath, Damaged, WrongKey
 from .keys import Key
-from .pagecipher import PageCipher
-from .detect import PLAIN_REALM_PROBE, first_page, looks_like_plain_realm
-from .pagefile import open_backing
 
 CONFIG_NAME = ".realmfs.conf"
 LOCK_NAME = ".realmfs.lock"
-TEMP_SUFFIX = ".tmp"
 RESERVED_NAMES = frozenset({CONFIG_NAME, LOCK_NAME, CONFIG_NAME + TEMP_SUFFIX})
 # per-file temporaries of offline tools (rekey, encrypt, decrypt): never user data, anywhere
 TOOL_TEMP_SUFFIX = ".realmfs-tmp"
@@ -161,23 +156,6 @@ def save(backing: str, config: Config, key: Key) -> None:
     write_atomically(config.path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
 
 
-def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Temp file, fsync, rename over ``path``, fsync the directory: old or new, never half."""
-    temp = path + TEMP_SUFFIX
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(temp, path)
-    directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 def load(backing: str) -> Config | None:
     """The config of ``backing`` (not yet checked against a key), or None if there is none."""
     require_directory(backing)
@@ -215,105 +193,3 @@ def unlock(config: Config, key: Key) -> None:
     if not hmac.compare_digest(_config_mac(config.fields(), key), config.mac):
         raise Damaged(f"{config.path} fails authentication (edited or corrupted); "
                       "restore it or run 'realmfs init' on a copy")
-
-
-def backing_files(backing: str, config: Config | None = None, plain: bool = False):
-    """Encrypted regular files under ``backing`` (reserved names and plain-pattern files
-    skipped), or with ``plain`` only the plain-pattern files; ``config`` gives the
-    patterns, default: the directory's own config."""
-    if config is None:
-        try:
-            config = load(backing) or Config()
-        except Damaged:          # the caller reports a bad config itself
-            config = Config()
-    for root, dirs, files in os.walk(backing):
-        dirs.sort()
-        for name in sorted(files):
-            if ((root == backing and name in RESERVED_NAMES) or name.endswith(TOOL_TEMP_SUFFIX)
-                    or name.startswith(FUSE_HIDDEN_PREFIX)):
-                continue
-            path = os.path.join(root, name)
-            if (os.path.isfile(path) and not os.path.islink(path)
-                    and (config.kind_of(os.path.relpath(path, backing)) == KIND_PLAIN) == plain):
-                yield path
-
-
-def check_key_against_files(backing: str, key: Key, probe: Config | None = None) -> None:
-    """Without a config: the key must open the first encrypted file that has written data.
-
-    Raises NotEncrypted for a plain Realm file and WrongKey when a file does not
-    authenticate; an empty directory or one of empty files says nothing. Plain-pattern
-    files (``probe``'s, default patterns if None) say nothing about the key.
-    """
-    cipher = PageCipher(key.raw)
-    probe = probe or Config()
-    for path in backing_files(backing, probe):
-        if probe.is_realm_file(path):
-            try:
-                f = open_backing(path, cipher, realm_layout=True, read_only=True)
-            except Damaged:
-                continue    # a cut file says nothing about the key; verify reports it
-            f.close()
-            if f.size:
-                return
-        else:
-            page = first_page(path)
-            if not page:
-                continue
-            try:
-                unpack_page(page, cipher.mac_message)
-                return
-            except HeaderProblem as problem:
-                if problem.kind == "key":
-                    raise WrongKey(f"wrong key for {backing}: it does not open {path}") from None
-                if problem.kind == "foreign" and looks_like_plain_realm(page):
-                    raise NotEncrypted(f"{path} is an unencrypted Realm file; "
-                                       "encrypt it with 'realmfs encrypt' before mounting") from None
-
-
-def plain_named_ciphertext(backing: str, config: Config, key: Key) -> list[str]:
-    """Plain-pattern files that are realmfs header-layout files under ``key``: what a
-    realmfs before plain patterns wrote for names such as ``X.realm.lock``."""
-    found = []
-    cipher = PageCipher(key.raw)
-    for path in backing_files(backing, config, plain=True):
-        try:
-            unpack_page(first_page(path), cipher.mac_message)
-        except HeaderProblem:
-            continue        # Realm Core's own bytes (or damage, which stays as it is)
-        found.append(path)
-    return found
-
-
-def find_plain_realm_files(backing: str, config: Config | None = None) -> list[str]:
-    """Encrypted-kind files under ``backing`` that start with a Realm header in clear (``T-DB``)."""
-    found = []
-    for path in backing_files(backing, config):
-        with open(path, "rb") as raw:
-            if looks_like_plain_realm(raw.read(PLAIN_REALM_PROBE)):
-                found.append(path)
-    return found
-
-
-def open_backing_dir(backing: str, key: Key) -> Config:
-    """Everything a mount or tool checks before it touches a file; returns the config to use.
-
-    Refuses a wrong key (against the config, or the files when there is none) and
-    any plain Realm file, without writing anything.
-    """
-    config = load(backing)
-    if config is not None:
-        if config.rekey is not None:    # checked first: the user may hold either key now
-            raise RekeyInProgress(f"a rekey of {backing} was interrupted; finish it first with "
-                                  f"'realmfs rekey {backing}' (same options as before)")
-        unlock(config, key)
-    else:
-        config = Config(path=config_path(backing))
-        check_key_against_files(backing, key, config)
-    plain = find_plain_realm_files(backing, config)
-    if plain:
-        more = f" (and {len(plain) - 1} more)" if len(plain) > 1 else ""
-        raise NotEncrypted(f"{plain[0]}{more} is an unencrypted Realm file; "
-                           f"encrypt it with 'realmfs encrypt' before mounting")
-    return config
-

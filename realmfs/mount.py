@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass
 
 from . import config as configmod
-from . import fusermount, logfiles, transcode, verify
+from . import backingscan, fusermount, logfiles, transcode, verify
 from .backinglock import BackingLock, pid_alive, read_owner, refuse_if_overlapping
 from .mounttable import FSNAME_PREFIX, MountEntry, daemon_gone, find_mount, holders, is_mountpoint, realmfs_mounts
 from .errors import BadPath, Busy, MountFailed, NotRecognized, RealmfsError
@@ -87,7 +87,7 @@ def check_paths(backing: str, mountpoint: str) -> tuple[str, str]:
 def check_backing(backing: str, key: Key, mountpoint: str = "") -> configmod.Config:
     """Key, plain-file, unencrypted-file and lock checks (BACKING, and any held directory
     above or below it: see backinglock); writes nothing."""
-    config = configmod.open_backing_dir(backing, key)
+    config = backingscan.open_backing_dir(backing, key)
     if not config.key_check:
         check_all_encrypted(backing, config)
     refuse_if_overlapping(backing)
@@ -111,7 +111,7 @@ def decrypt_plain_named(backing: str, config: configmod.Config, key: Key) -> int
     """Files with a plain-pattern name that an older realmfs encrypted (header layout):
     decrypted in place before serving, so the mount shows their bytes and the backing
     directory holds them as Realm Core would. Returns how many."""
-    found = configmod.plain_named_ciphertext(backing, config, key)
+    found = backingscan.plain_named_ciphertext(backing, config, key)
     cipher = PageCipher(key.raw)
     for path in found:
         transcode.convert_in_place(path, cipher, configmod.KIND_HEADER, configmod.KIND_PLAIN, os.lstat(path))

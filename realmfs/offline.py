@@ -30,11 +30,12 @@ import shutil
 from dataclasses import dataclass, field
 
 from . import config as configmod
-from . import keyslots, verify
+from . import backingscan, keyslots, verify
 from .backinglock import is_locked
 from .config import TOOL_TEMP_SUFFIX
 from .detect import first_page, has_realm_iv_table, has_realmfs_header, looks_like_plain_realm, \
     looks_like_realm_ciphertext
+from .durable import fsync_dir, keep_metadata
 from .errors import (
     AlreadyEncrypted,
     AlreadyExists,
@@ -52,7 +53,7 @@ from .layout import HEADER_SIZE, PAGE_SIZE
 from .pagecipher import PageCipher
 from .pagefile import open_backing
 from .progress import disabled
-from .transcode import CHUNK, check_read_back, fsync_dir, keep_metadata, write_copy
+from .transcode import CHUNK, check_read_back, write_copy
 
 log = logging.getLogger(__name__)
 
@@ -456,10 +457,10 @@ def decrypt(src: str, dst: str, key: Key, *, skip_damaged: bool = False,
         return result
     # owner, mode and times first: the checks below list directories and read every file
     tree = directory_stats(src)
-    files = [(p, os.path.relpath(p, src)) for p in configmod.backing_files(src)]
-    as_is = [(p, os.path.relpath(p, src)) for p in configmod.backing_files(src, plain=True)]
+    files = [(p, os.path.relpath(p, src)) for p in backingscan.backing_files(src)]
+    as_is = [(p, os.path.relpath(p, src)) for p in backingscan.backing_files(src, plain=True)]
     before = {path: os.stat(path) for path, _ in files + as_is}
-    config = configmod.open_backing_dir(src, key)
+    config = backingscan.open_backing_dir(src, key)
     _warn_if_mounted(src)
     key_checked = bool(config.key_check)
     with _publishing(dst, tree) as temp:

@@ -246,7 +246,7 @@ class PageCipher:
             return ReadResult.STALE_ZERO, 0
         return ReadResult.FAILED, 0
 
-    def check_pages(self, ciphertext, meta, start: int, first: int, count: int,
+    def slot1_ivs(self, ciphertext, meta, start: int, first: int, count: int,
                     binding_id: bytes | None) -> list:
         """The common case of ``classify`` for ``count`` consecutive pages in one loop.
 

@@ -174,7 +174,7 @@ class EncryptedFile:
             start = offset - first * PAGE_SIZE
             if block_of(first) == block_of(last):    # one group: one copy out of the buffer
                 return bytes(self._read_group(first, last, self.salvage)[start:start + length])
-            plain = self._read_pages(first, last, lenient=self.salvage)
+            plain = self._read_pages(first, last, salvage=self.salvage)
             return plain[start:start + length]
 
     def _prefetch(self, start: int) -> None:
@@ -188,11 +188,11 @@ class EncryptedFile:
         self._prefetched_to = start + SEQUENTIAL_PREFETCH
         self.backing.advise(begin, self._prefetched_to - begin)
 
-    def _read_pages(self, first: int, last: int, *, lenient: bool = False) -> bytes:
+    def _read_pages(self, first: int, last: int, *, salvage: bool = False) -> bytes:
         """Plaintext of pages first..last; raise IntegrityError on an unreadable page."""
         parts = []
         for group_first, group_last in contiguous_page_groups(first, last):
-            parts.append(bytes(self._read_group(group_first, group_last, lenient)))
+            parts.append(bytes(self._read_group(group_first, group_last, salvage)))
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     # ------------------------------------------------------------------ writing

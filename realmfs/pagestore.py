@@ -72,7 +72,7 @@ class PageStore:
         self._pread, self._preadv, self._pwrite = backing.pread, backing.preadv, backing.pwrite
 
     # ------------------------------------------------------------------ reading
-    def read_group(self, first: int, last: int, lenient: bool) -> memoryview:
+    def read_group(self, first: int, last: int, salvage: bool) -> memoryview:
         """Plaintext of pages first..last of one block, as a view of this thread's read
         buffer: valid until the thread's next ``read_group``."""
         count = last - first + 1
@@ -81,7 +81,7 @@ class PageStore:
         array, whole = _read_buffer()
         buffer = whole[:count * PAGE_SIZE]
         view = buffer[:self._preadv([buffer], page_offset(first, self.base))]
-        ivs = self.cipher.check_pages(view, meta, entry_start(first), first, count, self.binding_id)
+        ivs = self.cipher.slot1_ivs(view, meta, entry_start(first), first, count, self.binding_id)
         if None not in ivs:     # every page authenticates in slot 1: the common case
             block, current = block_of(first), table.current
             current[block] = current.get(block, 0) | ((1 << count) - 1) << (first % ENTRIES_PER_BLOCK)
@@ -104,7 +104,7 @@ class PageStore:
                 self._note_torn(page)
                 ivs[index] = page_iv(counter, page)
             else:
-                self._unreadable(page, verdict, lenient)   # zeros, or raises
+                self._unreadable(page, verdict, salvage)   # zeros, or raises
                 zeros.append(index)
         for index in zeros:     # after every check: a raise leaves no page half-done
             buffer[index * PAGE_SIZE:(index + 1) * PAGE_SIZE] = ZERO_PAGE
@@ -119,11 +119,11 @@ class PageStore:
         if self.table.note_torn(page):
             log.info("%s page %d: last write was torn, serving the previous version", self.name, page)
 
-    def _unreadable(self, page: int, verdict: Verdict, lenient: bool) -> None:
-        """Raise for a page the rulebook says fails (unless ``lenient``: zeros, logged);
+    def _unreadable(self, page: int, verdict: Verdict, salvage: bool) -> None:
+        """Raise for a page the rulebook says fails (in ``salvage`` mode: zeros, logged);
         log a page read as zeros if the rulebook says so."""
         if verdict.fails:
-            if not lenient:
+            if not salvage:
                 raise read_error(verdict, self.name, page)
             log.error("%s page %d: %s; read as zeros", self.name, page, verdict.kind.value)
         elif verdict.log_level is not None:
@@ -227,7 +227,7 @@ class PageStore:
         buffer = _read_buffer()[1][:span * PAGE_SIZE]
         raw = buffer[:self._preadv([buffer], page_offset(low, self.base))]
         meta = self.table.block(block_of(first))
-        check = self.cipher.check_pages
+        check = self.cipher.slot1_ivs
         if len(unsettled) == span:    # one pass over the run (the usual case)
             verified = check(raw, meta, entry_start(low), low, span, self.binding_id)
         else:

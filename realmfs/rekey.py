@@ -26,16 +26,17 @@ import os
 from dataclasses import dataclass, field
 
 from . import config as configmod
-from . import keyslots
+from . import backingscan, keyslots
 from .backinglock import BackingLock
 from .config import KIND_HEADER, KIND_REALM, TOOL_TEMP_SUFFIX
+from .durable import fsync_dir, keep_metadata
 from .errors import AlreadyExists, BadPath, Damaged, IntegrityError, NotEncrypted, WrongKey
 from .keys import Key, read_key_file, write_key_file
 from .offline import directory_stats, temp_for
 from .pagecipher import PageCipher
 from .pagefile import open_backing
 from .progress import disabled
-from .transcode import check_read_back, fsync_dir, keep_metadata, write_copy
+from .transcode import check_read_back, write_copy
 
 
 @dataclass
@@ -136,7 +137,7 @@ def _write_key_file_whole(path: str, key: Key) -> None:
 
 def _require_all_old(backing: str, config: configmod.Config, old_key: Key) -> None:
     old = PageCipher(old_key.raw)
-    for path in configmod.backing_files(backing):
+    for path in backingscan.backing_files(backing):
         if key_state(path, config.is_realm_file(os.path.relpath(path, backing)), old, old) == "neither":
             raise WrongKey(f"the new key of the interrupted rekey is lost (its key file is missing) "
                            f"and {path} is not under the old key")
@@ -187,7 +188,7 @@ def _rekey_locked(backing: str, old_key: Key, unlocked, new_key_file, progress) 
     directories = directory_stats(backing)      # before any listing moves their atimes
     directories[""] = os.stat(backing)
     _remove_tool_temps(backing)
-    files = [(p, os.path.relpath(p, backing)) for p in configmod.backing_files(backing)]
+    files = [(p, os.path.relpath(p, backing)) for p in backingscan.backing_files(backing)]
     progress.files, progress.total = len(files), sum(os.path.getsize(p) for p, _ in files)
     for path, rel in files:
         progress.file(rel)

@@ -22,9 +22,9 @@ import os
 import struct
 import time
 
-from . import config as configmod
 from . import fileheader
 from .backinglock import BackingLock, refuse_if_overlapping
+from .durable import write_atomically
 from .errors import AlreadyExists, BadPath, Damaged
 from .keys import Key
 from .layout import (
@@ -66,7 +66,7 @@ class Backup:
             out.flush()
             os.fsync(out.fileno())
         entries[self.name] = {"path": os.path.abspath(self.path), "size": size, "ranges": os.path.basename(blob)}
-        configmod.write_atomically(manifest, json.dumps(entries, indent=2).encode())
+        write_atomically(manifest, json.dumps(entries, indent=2).encode())
 
 
 def _read_json(path: str):

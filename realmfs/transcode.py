@@ -1,11 +1,10 @@
 """Re-encrypt one backing file into a new one: another layout (rename on the mount) or
-another key (``realmfs rekey``), plus the small helpers the offline tools share.
+another key (``realmfs rekey``).
 
 * ``write_copy``: the plaintext of a backing file, copied in CHUNK-sized pieces through
   two file objects of the given kinds (EncryptedFile, or PlainFile for a plain-pattern
   file) into a new backing file, fsynced; returns the SHA-256 of the plaintext read.
 * ``check_read_back``: reopen a written file and compare its plaintext's SHA-256.
-* ``keep_metadata``: owner, mode and times of the file a rewrite replaces.
 * ``convert_for_rename``: the mount's rename between names of two kinds (realm, header,
   plain; see docs/mount.md): temp file in the target's directory, copy, fsync, owner,
   mode and times, rename over the target, fsync the directory, unlink the source.
@@ -28,6 +27,7 @@ import os
 import secrets
 
 from .config import RENAME_TEMP_PREFIX, TOOL_TEMP_SUFFIX
+from .durable import fsync_dir, keep_metadata
 from .errors import Damaged
 from .layout import PAGE_SIZE
 from .pagecipher import PageCipher
@@ -35,24 +35,6 @@ from .pagefile import EncryptedFile, open_backing
 from .plainfile import open_path
 
 CHUNK = 256 * PAGE_SIZE   # 1 MiB per read/write: whole pages, a few metadata blocks
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def keep_metadata(path: str, st: os.stat_result) -> None:
-    """Give ``path`` the owner (only root can), permission bits and times of ``st``: a
-    file or directory realmfs rewrites (encrypt, decrypt, rekey, a converting rename)
-    looks as it did. Call it after the last read of ``path``: a read may move atime."""
-    if os.geteuid() == 0:    # only root can give a file away; else the tool owns both
-        os.chown(path, st.st_uid, st.st_gid)
-    os.chmod(path, st.st_mode & 0o7777)        # after chown, which clears set-id bits
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def plain_digest(ef: EncryptedFile, progress=None) -> str:

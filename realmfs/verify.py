@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import config as configmod
-from . import fileheader
+from . import backingscan, fileheader
 from .backinglock import is_locked
 from .damage import NOT_ENCRYPTED, Kind, Outcome, Severity, judge_header, judge_page, judge_size, odd_old_slot
 from .detect import PLAIN_REALM_PROBE, detect_realm_layout, first_page, has_realm_iv_table, has_realmfs_header, \
@@ -141,7 +141,7 @@ def unrecognized_files(backing: str, config: configmod.Config) -> list[str]:
     header nor Realm Core's IV table (nor a plain Realm header, which NotEncrypted reports):
     files nobody encrypted, which a mount could only answer with EIO."""
     found = []
-    for path in configmod.backing_files(backing, config):
+    for path in backingscan.backing_files(backing, config):
         first = first_page(path)
         if not first or has_realmfs_header(first) or looks_like_plain_realm(first):
             continue
@@ -249,7 +249,7 @@ def _targets(path: str, key: Key, realm_pattern: str | None, realm_layout: bool 
             config = configmod.Config(realm_pattern=realm_pattern or configmod.DEFAULT_REALM_PATTERN)
         files = [(f, os.path.relpath(f, path),
                   config.is_realm_file(f) if realm_layout is None else realm_layout)
-                 for f in configmod.backing_files(path)]
+                 for f in backingscan.backing_files(path)]
         return files, bool(config.key_check)
     if not os.path.isfile(path):
         raise BadPath(f"{path} is not a regular file or directory")

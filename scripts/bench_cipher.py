@@ -9,7 +9,7 @@ Measures, in one run on this machine:
 * pure layer (realmfs/pagecipher.py): PageCipher.seal_page (AES-256-CBC encrypt + HMAC-SHA224
   of one 4 KiB page), and verify+decrypt (classify + decrypt_pages, 32 pages a batch);
   then the batch forms EncryptedFile uses, 32 pages a call: seal_pages, and
-  check_pages + decrypt_in_place;
+  slot1_ivs + decrypt_in_place;
 * EncryptedFile on a temporary file (page cache, no fsync): sequential 128 KiB writes and
   reads, random 4 KiB rewrites and reads; the same I/O on a plain file beside it;
 * ``openssl speed -evp aes-256-cbc`` (encrypt and decrypt) and ``-evp sha224`` at 16384-byte
@@ -119,7 +119,7 @@ def bench_pure(budget: float) -> dict[str, float]:
 
     def open_pages():
         work[:] = batch_ciphertext
-        ivs = cipher.check_pages(work, sealed_meta, 0, 0, BATCH, None)
+        ivs = cipher.slot1_ivs(work, sealed_meta, 0, 0, BATCH, None)
         cipher.decrypt_in_place(work, ivs)
         return BATCH * PAGE_SIZE
     results["check+decrypt_in_place x32 (verify+decrypt)"] = rate(budget, open_pages)

@@ -39,7 +39,7 @@ from realmfs import reqstats  # noqa: E402
 
 PY_SPY = os.path.join(os.path.dirname(sys.executable), "py-spy")
 # Inclusive shares worth a line of their own (a frame's function name, as py-spy prints it).
-WATCH = ["read", "write", "fsync", "read_group", "check_pages", "decrypt_in_place", "preadv",
+WATCH = ["read", "write", "fsync", "read_group", "slot1_ivs", "decrypt_in_place", "preadv",
          "write_group", "_find_torn", "seal_pages", "encrypt_view", "_write_in_order", "pwrite",
          "_merged_page", "block", "_grow_body", "_set_size", "_write_header", "_prefetch",
          "_wrapper", "__call__", "getattr"]

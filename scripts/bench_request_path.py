@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from realmfs import fusermount  # noqa: E402
 from realmfs.layout import ENTRIES_PER_BLOCK, ENTRY_SIZE, PAGE_SIZE  # noqa: E402
-from realmfs.transcode import fsync_dir  # noqa: E402
+from realmfs.durable import fsync_dir  # noqa: E402
 from benchlib.targets import Gocryptfs, is_mounted  # noqa: E402
 
 MiB = 1 << 20

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from realmfs import config as configmod
-from realmfs import offline
+from realmfs import backingscan, offline
 from realmfs import rekey as rekeymod
 from realmfs.errors import AlreadyExists, ExitCode, RekeyInProgress, WrongKey
 from realmfs.keys import Key, read_key_file, write_key_file
@@ -67,7 +67,7 @@ def readable_under(path: str, layout: bool, keys: list) -> bytes:
 def assert_every_file_intact(backing, tree: dict, keys: list) -> None:
     config = configmod.Config()
     found = {}
-    for path in configmod.backing_files(str(backing)):
+    for path in backingscan.backing_files(str(backing)):
         rel = os.path.relpath(path, backing)
         found[rel] = readable_under(path, config.is_realm_file(rel), keys)
     assert found == tree
@@ -124,7 +124,7 @@ def test_interrupted_rekey_blocks_other_tools_until_rerun(run, pristine, tmp_pat
     new_key = read_key_file(str(tmp_path / "new.key"))
     assert_every_file_intact(backing, tree, [old_key, new_key])
     with pytest.raises(RekeyInProgress):
-        configmod.open_backing_dir(str(backing), old_key)
+        backingscan.open_backing_dir(str(backing), old_key)
     assert run("decrypt", backing, tmp_path / "o", "--key-file", root / "old.key").code == ExitCode.REKEY_IN_PROGRESS
     assert run("verify", backing, "--key-file", tmp_path / "new.key").code == ExitCode.REKEY_IN_PROGRESS
     with pytest.raises(WrongKey):     # a re-run with the wrong new key file is refused
@@ -206,7 +206,7 @@ def test_kill_9_at_random_moments_never_loses_a_file(pristine, tmp_path):
                                 capture_output=True, text=True)
         assert finish.returncode == 0, finish.stderr      # also when the killed run had finished
         new_key = read_key_file(str(new_key_file))
-        config = configmod.open_backing_dir(str(backing), new_key)
+        config = backingscan.open_backing_dir(str(backing), new_key)
         assert config.rekey is None
         assert_every_file_intact(backing, tree, [new_key])
         assert not [n for n in os.listdir(backing) if n.endswith(configmod.TOOL_TEMP_SUFFIX)]
@@ -312,7 +312,7 @@ def test_rekey_reports_bytes_as_they_go(tmp_path):
     assert len(during_big) >= 5, progress.calls          # not one jump at the end of the file
     assert during_big == sorted(during_big) and during_big[0] < len(big)
     assert progress.done == progress.total == sum(os.path.getsize(p) for p in
-                                                   configmod.backing_files(str(tmp_path / "b")))
+                                                   backingscan.backing_files(str(tmp_path / "b")))
 
 
 def test_ctrl_c_during_rekey_exits_130_and_says_how_to_finish(run, pristine, tmp_path, monkeypatch):

@@ -88,6 +88,10 @@ def _peek(path, offset: int, length: int) -> bytes:
         return f.read(length)
 
 
+def _flip(path, offset: int) -> None:
+    _poke(path, offset, bytes([_peek(path, offset, 1)[0] ^ 0x01]))
+
+
 @pytest.mark.parametrize("realm", [True, False], ids=["realm", "header"])
 def test_reads_and_verify_agree_on_every_kind_of_damage(tmp_path, realm):
     path = str(tmp_path / ("f.realm" if realm else "f.bin"))
@@ -100,10 +104,10 @@ def test_reads_and_verify_agree_on_every_kind_of_damage(tmp_path, realm):
     with open_backing(path, cipher, realm_layout=realm) as f:
         f.write(4 * P, os.urandom(P))
     _poke(path, page_offset(4, base), torn_old)                 # 4: torn (entry landed, data not)
-    _poke(path, page_offset(2, base) + 100, b"\xff")            # 2: authentication fails
+    _flip(path, page_offset(2, base) + 100)                     # 2: authentication fails
     _poke(path, page_offset(3, base), bytes(P))                 # 3: stale entry over a zero page
     _poke(path, entry_offset(6, base), bytes(4))                # 6: counter erased, MAC left
-    _poke(path, page_offset(9, base) + 7, b"\x01")              # 9: written once, fails
+    _flip(path, page_offset(9, base) + 7)                       # 9: written once, fails
     _poke(path, page_offset(10, base), bytes(P))                # 10: written once, zeroed
     found = check_agreement(path, cipher, realm)
     assert found[4] is Outcome.PREVIOUS and found[2] is Outcome.FAILS and found[9] is Outcome.FAILS

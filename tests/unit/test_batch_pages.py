@@ -53,7 +53,7 @@ def test_seal_pages_matches_seal_page(binding_id, seed):
 
 
 @pytest.mark.parametrize("binding_id", [None, FILE_ID], ids=["realm", "header"])
-def test_check_pages_agrees_with_classify(binding_id):
+def test_slot1_ivs_agrees_with_classify(binding_id):
     rnd = random.Random(7)
     cipher = PageCipher(rnd.randbytes(64))
     count, first = 12, 130
@@ -76,7 +76,7 @@ def test_check_pages_agrees_with_classify(binding_id):
         entries.append(entry2)
     raw = b"".join(pages)[:-100]        # the last page is cut short
     meta = b"".join(e.pack() for e in entries)
-    ivs = cipher.check_pages(memoryview(raw), meta, 0, first, count, binding_id)
+    ivs = cipher.slot1_ivs(memoryview(raw), meta, 0, first, count, binding_id)
     for index in range(count):
         page = first + index
         result, counter = cipher.classify(entries[index], raw[index * PAGE_SIZE:(index + 1) * PAGE_SIZE],
@@ -94,7 +94,7 @@ def test_decrypt_in_place_and_mac(pages):
     plain = os.urandom(pages * PAGE_SIZE)
     ciphertext, meta, _ = cipher.seal_pages(plain, bytes(pages * ENTRY_SIZE), 5, None)
     ciphertext = bytes(ciphertext)
-    ivs = cipher.check_pages(ciphertext, meta, 0, 5, pages, None)
+    ivs = cipher.slot1_ivs(ciphertext, meta, 0, 5, pages, None)
     buffer = bytearray(b"\x01" * 32) + bytearray(ciphertext)
     cipher.decrypt_in_place(buffer, ivs, 32)
     assert buffer[32:] == plain and buffer[:32] == b"\x01" * 32
