@@ -63,13 +63,18 @@ def _validate_header(path: str, fd: int):
             f"(this engine reads version {layout.FORMAT_VERSION})")
 
 
-def _choose_commit(path: str, mapping, file_pages: int):
+def _choose_commit(path: str, paged_file: PagedFile):
     """-> (current RootSlot, index of a newer slot whose commit is not whole, or None).
 
     The newest slot with a good crc is current if every page of its commit is
     on disk (commitcheck); otherwise the commit was cut by a crash before its
-    fsync returned and the other slot, whose pages were all synced first, is."""
-    slots = layout.slots_newest_first(layout.read_stable_head(lambda: mapping[:layout.HEAD_BYTES]))
+    fsync returned and the other slot, whose pages were all synced first, is.
+    The file size is taken after the slots: a writer grows the file before it
+    writes a slot, and the file never shrinks."""
+    head = layout.read_stable_head(lambda: paged_file.remap(1)[:layout.HEAD_BYTES])
+    slots = layout.slots_newest_first(head)
+    file_pages = paged_file.file_pages()
+    mapping = paged_file.remap(file_pages)
     if not slots:
         raise CorruptFileError(f"{path}: both root slots are damaged")
     for rank, (_index, slot) in enumerate(slots):
@@ -151,12 +156,18 @@ class Database:
             _validate_header(self.path, fd)
             self._file = PagedFile(self.path, fd)
             fd = -1
-            slot, broken = _choose_commit(self.path, self._file.map, self._file.mapped_pages)
             self._cache = NodeCache()
             self._catalogs = {}
-            stored = self._catalog(self._view(slot), slot)
+            # No lock file: no process has the database open, and creating one
+            # now would change the disk before the file is known to be good.
+            self._lock = LockFile.existing(self.path)
+            stored, broken = self._check_newest_commit()
             changed = migrate(stored.classes, wanted)[2] if wanted else False
-            self._lock = LockFile(self.path)
+            if self._lock is None:
+                self._lock = LockFile(self.path)
+                # Another process may have opened the file and committed since:
+                # check what is newest now, this time pinned.
+                stored, broken = self._check_newest_commit()
             if broken is not None:
                 self._erase_cut_commit()
             if changed:
@@ -166,6 +177,20 @@ class Database:
                 os.close(fd)
             self.close()
             raise
+
+    def _check_newest_commit(self):
+        """-> (catalog of the current commit, index of a newer slot whose commit is
+        not whole, or None).  Holds a reader slot at txnid 0 ("pins every page")
+        while it reads, when there is a lock file: a writer in another process
+        may commit meanwhile and, without it, reuse the very pages being checked
+        (pages freed by commit C are reusable from C + 1 on)."""
+        index = self._lock.claim_reader_slot() if self._lock is not None else None
+        try:
+            slot, broken = _choose_commit(self.path, self._file)
+            return self._catalog(self._view(slot), slot), broken
+        finally:
+            if index is not None:
+                self._lock.release_reader_slot(index)
 
     # -- internals used by transactions -----------------------------------------
 
@@ -209,8 +234,7 @@ class Database:
         that slot so no reader takes it; the next commit reuses the sector."""
         self._lock.acquire_writer()
         try:
-            pages = self._file.file_pages()
-            _slot, broken = _choose_commit(self.path, self._file.remap(pages), pages)
+            _slot, broken = _choose_commit(self.path, self._file)
             if broken is not None:           # still so, now that no writer can be mid-commit
                 self._file.write_at(layout.SLOT_OFFSETS[broken], bytes(layout.SLOT_SIZE))
                 self._file.sync()

@@ -7,6 +7,9 @@ Invariants:
   page beyond the mapped length the file is remapped; older mapping objects stay
   alive for as long as something references them, so remapping never pulls
   memory out from under a running reader.
+- close() releases the file completely, mappings included, even while
+  snapshot objects (ended by Database.close) still reference them: a mapping
+  holds its own descriptor, and a file left open keeps e.g. a FUSE mount busy.
 - Writes use os.pwrite: the writer only touches pages no snapshot can see, and
   pwrite keeps a stray write from being able to scribble over mapped pages.
 """
@@ -15,6 +18,7 @@ import errno
 import mmap
 import os
 import threading
+import weakref
 
 from .errors import TruncatedFileError
 from .layout import PAGE_SIZE
@@ -41,6 +45,7 @@ class PagedFile:
         self.mapped_pages = 0
         self._known_pages = 0      # the file had at least this many pages (it never shrinks)
         self._remap_lock = threading.Lock()
+        self._maps = weakref.WeakSet()   # every mapping still referenced, for close()
         self.remap(self.file_pages())
 
     def file_pages(self) -> int:
@@ -58,6 +63,7 @@ class PagedFile:
                 raise TruncatedFileError(
                     f"{self.path}: file has {pages} pages but the header needs {needed_pages}")
             self.map = mmap.mmap(self.fd, pages * PAGE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ)
+            self._maps.add(self.map)
             self.mapped_pages = pages
             return self.map
 
@@ -94,7 +100,11 @@ class PagedFile:
         os.fsync(self.fd)
 
     def close(self):
-        # Mappings referenced by live snapshots are released by the GC later.
+        for mapping in list(self._maps):
+            try:
+                mapping.close()
+            except BufferError:       # a buffer into it is still exported: the GC frees it
+                pass
         self.map = None
         if self.fd >= 0:
             os.close(self.fd)

@@ -2,7 +2,15 @@
 
 ReadTxn: registers in the reader table (txnid 0 first, then the txnid it is
 about to read, then re-reads the header; if a commit slipped in between it
-retries), so the writer never recycles a page the snapshot can reach.
+retries), so the writer never recycles a page the snapshot can reach.  Why:
+the writer building commit C+1 on C reads the table once (at t_w, after C was
+published) and reuses only pages freed at <= min(C, every txnid it saw).  A
+snapshot of R reaches only pages freed after R.  If the writer saw the
+reader's slot holding R (or 0), R bounds what it reuses.  If not, the reader
+published R after t_w and re-read the header later still, when C was already
+current: so R == C (and C bounds the reuse) or R < C and the reader retries.
+This needs a slot in use never to look free or change owner (lockfile.py).
+Opening a database checks its newest commit under such a slot too (txnid 0).
 
 WriteTxn: holds the cross-process writer lock from begin to commit/abort.  All
 changes are copy-on-write nodes in memory; commit allocates pages (reused ones
@@ -36,6 +44,8 @@ class _Txn(ObjectAccess):
 
     def _check_open(self):
         if self._done:
+            if self._db._file is None or self._db._file.fd < 0:
+                raise TransactionError(f"{self._db.path}: transaction ended: the database was closed")
             raise TransactionError("transaction already ended")
 
     def _open_view(self, meta):

@@ -3,6 +3,9 @@
     python mp_worker.py writer PATH TRANSFERS
     python mp_worker.py reader PATH TIMEOUT
     python mp_worker.py hold PATH          (opens a snapshot, prints 'ready', sleeps)
+    python mp_worker.py churn PATH SECONDS  (small commits, durability none, for SECONDS)
+    python mp_worker.py republish PATH SECONDS  (claims a reader slot, prints its index,
+                                           then publishes txnids into it for SECONDS)
 
 The bank invariant: ACCOUNTS accounts, total balance constant in every commit.
 """
@@ -79,11 +82,38 @@ def hold(path: str):
     time.sleep(3600)
 
 
+def churn(path: str, seconds: float):
+    db = engine.open(path, durability="none")
+    print("ready", flush=True)
+    deadline, i = time.time() + seconds, 0
+    while time.time() < deadline:
+        i += 1
+        with db.write() as tx:
+            tx.update("Acct", i % ACCOUNTS, {"history": [i]})
+    db.close()
+
+
+def republish(path: str, seconds: float):
+    from engine.lockfile import LockFile
+    lock = LockFile(path)
+    slot = lock.claim_reader_slot()
+    print("ready", slot, flush=True)
+    deadline, txnid = time.time() + seconds, 1
+    while time.time() < deadline:
+        for _ in range(1000):
+            lock.publish_reader_txnid(slot, txnid)   # what every snapshot does once, hammered
+        txnid += 1
+
+
 if __name__ == "__main__":
     role, path = sys.argv[1], sys.argv[2]
     if role == "writer":
         writer(path, int(sys.argv[3]))
     elif role == "reader":
         sys.exit(reader(path, float(sys.argv[3])))
+    elif role == "churn":
+        churn(path, float(sys.argv[3]))
+    elif role == "republish":
+        republish(path, float(sys.argv[3]))
     else:
         hold(path)

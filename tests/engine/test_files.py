@@ -263,3 +263,43 @@ def test_header_reads_retry_until_stable():
     reads = iter([torn, good, good])
     assert layout.read_current_slot(lambda: next(reads)[:layout.HEAD_BYTES]) == (0, slot)
     assert layout.read_current_slot(lambda: torn[:layout.HEAD_BYTES]) is None   # stably damaged
+
+
+def _held_by_this_process(path) -> list:
+    """Descriptors and mappings of this process that still refer to `path`."""
+    real = os.path.realpath(path)
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == real:
+                held.append(f"fd {fd}")
+        except OSError:
+            pass
+    with open("/proc/self/maps") as maps:
+        held += [line.strip() for line in maps if line.rstrip().endswith(real)]
+    return held
+
+
+def test_close_releases_the_file_while_a_snapshot_is_still_referenced(db_dir):
+    """What a user expects of close(): the file is no longer open (a FUSE mount
+    can be unmounted, the file deleted for real), even though a snapshot and a
+    query object, grown across a remap, are still referenced; using them says
+    the database was closed."""
+    path = make_db(str(db_dir / "close.db"), commits=1)
+    db = engine.open(path)
+    snap = db.read()
+    query = snap.objects("Item").filter(k__lt=5)
+    with db.write() as tx:                       # grows the file: a second mapping
+        for i in range(2000):
+            tx.create("Item", {"k": 10_000 + i, "v": "x" * 200})
+    newer = db.read()
+    assert newer.get("Item", 10_000)["v"] == "x" * 200
+    assert snap.get("Item", 1) is not None
+    assert _held_by_this_process(path)
+    db.close()
+    assert _held_by_this_process(path) == []
+    for use in (lambda: snap.get("Item", 1), lambda: list(query), lambda: newer.count("Item")):
+        with pytest.raises(engine.TransactionError, match="database was closed"):
+            use()
+    with engine.open(path) as again:             # and no reader slot was left behind
+        assert again.stats()["live_snapshots"] == 0
