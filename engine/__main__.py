@@ -13,6 +13,7 @@ import sys
 
 from . import open as open_db
 from .errors import EngineError
+from .db import Database
 from .tools import dump, upgrade
 
 
@@ -26,7 +27,7 @@ def _json_default(value):
 
 def _run(args) -> int:
     if args.command == "upgrade":
-        upgrade(args.path, args.output)
+        upgrade(args.path, args.output, Database)
         print(f"wrote {args.output}")
         return 0
     if args.command == "compact":

@@ -1,7 +1,7 @@
 """Is every page of a commit on disk?  The check that lets a commit use one fsync.
 
 A commit pwrites its new pages and its root slot, then fsyncs once
-(txn.publish_commit).  Until that fsync returns, a power loss (or, on a FUSE
+(Store.publish).  Until that fsync returns, a power loss (or, on a FUSE
 mount, a killed daemon) may keep any subset of those writes: the slot without
 some pages, some pages without the slot, a sector of the slot torn.  The slot
 therefore carries the commit digest (layout.commit_digest: how many pages the

@@ -7,38 +7,28 @@ Invariants:
   slots, the newest commit's pages, catalog, schema compatibility) before
   creating the lock file or writing anything; a failed open leaves the disk
   unchanged.
-- The only writes are commits (txn.publish_commit) and, after a successful
+- The only writes are commits (Store.publish) and, after a successful
   validation, an additive schema migration or erasing the slot of a commit
   whose pages did not all reach the disk (see commitcheck).
 """
 
 import errno
-import json
 import os
 import threading
-import time
 import weakref
-from dataclasses import dataclass
 
-from . import layout
-from .errors import (CorruptFileError, DatabaseClosedError, EngineError, NotAnEngineFileError,
-                     SchemaError, TruncatedFileError, UnsupportedVersionError)
+from . import layout, tools
+from .errors import (CorruptFileError, EngineError, NotAnEngineFileError, TruncatedFileError,
+                     UnsupportedVersionError)
 from .layout import PAGE_SIZE, RootSlot
 from .lockfile import LockFile
 from .mmapfile import PagedFile, pwrite_all
-from .pagestore import NodeCache, PageView
-from .schema import describe, encode_catalog, migrate, parse_schema, schema_from_json
+from .schema import describe, encode_catalog, migrate, parse_schema
 from .commitcheck import commit_is_whole
-from .txn import ReadTxn, WriteTxn, publish_commit
+from .store import Store
+from .txn import ReadTxn, WriteTxn
 
 DURABILITY_MODES = ("full", "none")
-META_RETRIES = 10000
-
-
-@dataclass
-class Catalog:
-    classes: dict
-    tables: dict
 
 
 def _validate_header(path: str, fd: int):
@@ -150,21 +140,18 @@ class Database:
                 raise EngineError(f"{self.path}: no such database (pass a schema to create one)")
             _create_file(self.path, wanted)
         fd = os.open(self.path, os.O_RDWR)
-        self._lock = None
-        self._file = None
+        self._store = None
         try:
             _validate_header(self.path, fd)
-            self._file = PagedFile(self.path, fd)
+            self._store = store = Store(self.path, PagedFile(self.path, fd), self.durable)
             fd = -1
-            self._cache = NodeCache()
-            self._catalogs = {}
             # No lock file: no process has the database open, and creating one
             # now would change the disk before the file is known to be good.
-            self._lock = LockFile.existing(self.path)
+            store.lock = LockFile.existing(self.path)
             stored, broken = self._check_newest_commit()
             changed = migrate(stored.classes, wanted)[2] if wanted else False
-            if self._lock is None:
-                self._lock = LockFile(self.path)
+            if store.lock is None:
+                store.lock = LockFile(self.path)
                 # Another process may have opened the file and committed since:
                 # check what is newest now, this time pinned.
                 stored, broken = self._check_newest_commit()
@@ -184,62 +171,27 @@ class Database:
         while it reads, when there is a lock file: a writer in another process
         may commit meanwhile and, without it, reuse the very pages being checked
         (pages freed by commit C are reusable from C + 1 on)."""
-        index = self._lock.claim_reader_slot() if self._lock is not None else None
+        store = self._store
+        index = store.lock.claim_reader_slot() if store.lock is not None else None
         try:
-            slot, broken = _choose_commit(self.path, self._file)
-            return self._catalog(self._view(slot), slot), broken
+            slot, broken = _choose_commit(self.path, store.file)
+            return store.catalog(store.view(slot), slot), broken
         finally:
             if index is not None:
-                self._lock.release_reader_slot(index)
-
-    # -- internals used by transactions -----------------------------------------
-
-    def _check_open(self):
-        if self._file is None or self._file.fd < 0:
-            raise DatabaseClosedError(f"{self.path}: database is closed")
-
-    def _read_meta(self) -> RootSlot:
-        """The current root slot; retries while a concurrent commit tears it."""
-        self._check_open()
-        mapping = self._file.remap(1)
-        for attempt in range(META_RETRIES):
-            current = layout.read_current_slot(lambda: mapping[:layout.HEAD_BYTES])
-            if current is not None:
-                return current[1]
-            time.sleep(0.0001 if attempt > 10 else 0)
-        raise CorruptFileError(f"{self.path}: current root slot is damaged")
-
-    def _view(self, slot: RootSlot) -> PageView:
-        return PageView(self._file.remap(slot.npages), slot.npages, self._cache, self.path)
-
-    def _catalog(self, view: PageView, slot: RootSlot) -> Catalog:
-        cached = self._catalogs.get(slot.txnid)
-        if cached is not None and cached[0] == (slot.catalog_pgno, slot.catalog_len):
-            return cached[1]
-        try:
-            doc = json.loads(view.read_blob(slot.catalog_pgno, slot.catalog_len).decode())
-            catalog = Catalog(schema_from_json(doc["schema"].encode()), doc["tables"])
-        except (ValueError, KeyError, TypeError, SchemaError) as exc:
-            raise CorruptFileError(f"{self.path}: catalog is unreadable ({exc})") from None
-        if len(self._catalogs) > 64:
-            self._catalogs.clear()
-        self._catalogs[slot.txnid] = ((slot.catalog_pgno, slot.catalog_len), catalog)
-        return catalog
-
-    def _publish(self, pages: dict, slot: RootSlot):
-        publish_commit(self._file, pages, slot, self.durable)
+                store.lock.release_reader_slot(index)
 
     def _erase_cut_commit(self):
         """After a crash cut a commit short (its slot arrived, a page did not), zero
         that slot so no reader takes it; the next commit reuses the sector."""
-        self._lock.acquire_writer()
+        store = self._store
+        store.lock.acquire_writer()
         try:
-            _slot, broken = _choose_commit(self.path, self._file)
+            _slot, broken = _choose_commit(self.path, store.file)
             if broken is not None:           # still so, now that no writer can be mid-commit
-                self._file.write_at(layout.SLOT_OFFSETS[broken], bytes(layout.SLOT_SIZE))
-                self._file.sync()
+                store.file.write_at(layout.SLOT_OFFSETS[broken], bytes(layout.SLOT_SIZE))
+                store.file.sync()
         finally:
-            self._lock.release_writer()
+            store.lock.release_writer()
 
     def _migrate(self, wanted: dict):
         with self.write() as tx:
@@ -261,31 +213,29 @@ class Database:
 
     def read(self) -> ReadTxn:
         """A consistent snapshot of the latest commit (use as a context manager)."""
-        self._check_open()
-        snapshot = ReadTxn(self)
+        self._store.check_open()
+        snapshot = ReadTxn(self._store)
         self._snapshots.add(snapshot)
         return snapshot
 
     def write(self) -> WriteTxn:
         """The write transaction; blocks while another process/thread writes."""
-        self._check_open()
-        txn = WriteTxn(self)
+        self._store.check_open()
+        txn = WriteTxn(self._store)
         self._writers.add(txn)
         return txn
 
     def stats(self) -> dict:
-        from .tools import stats
-        return stats(self)
+        readers = self._store.lock.live_readers()   # before stats' own snapshot registers
+        return tools.stats(self, readers)
 
     def verify(self) -> list:
         """[] when every invariant holds, else one line per problem found."""
-        from .tools import verify
-        return verify(self)
+        return tools.verify(self)
 
     def write_copy_to(self, path):
         """Write a compacted copy of the latest commit to a new file at `path`."""
-        from .tools import write_copy_to
-        write_copy_to(self, os.fspath(path))
+        tools.write_copy_to(self, os.fspath(path), Database)
 
     def close(self):
         """Close the handle; snapshots still open are ended (their reader slots freed) and
@@ -294,11 +244,8 @@ class Database:
             snapshot.close()
         for writer in list(getattr(self, "_writers", ())):
             writer.abort()
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
-        if self._file is not None:
-            self._file.close()
+        if self._store is not None:
+            self._store.close()
 
     def __enter__(self):
         return self

@@ -24,6 +24,7 @@ import os
 import struct
 
 from . import layout
+from .btree import Tree
 from .codec import FIXED_FORMATS, U32_LENGTHS, default_value, is_fixed, var_codec
 from .commitcheck import commit_is_whole
 from .errors import CorruptFileError, UnsupportedVersionError
@@ -119,7 +120,6 @@ class OldFile:
 
     def objects(self, name: str):
         """(object key, property values in stored order) of every object of a class."""
-        from .btree import Tree
         entry = self.tables.get(name)
         if not entry:
             return

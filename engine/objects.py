@@ -13,8 +13,7 @@ from .btree import Tree
 from .codec import (INDEX_PREFIX, INT64_MAX, INT64_MIN, KEY_U64, RecordCodec, check_value, decode_object_id,
                     decode_primary_key, default_value, encode_index_value, encode_object_id, encode_primary_key,
                     index_value_length)
-from .errors import (DuplicateKeyError, ObjectNotFoundError, QueryError, TransactionError,
-                     ValidationError)
+from .errors import DuplicateKeyError, ObjectNotFoundError, QueryError, ValidationError
 from .layout import MAX_KEY_SIZE
 
 _INT_KEY = KEY_U64.pack
@@ -196,49 +195,3 @@ class TableState:
         self.indexes[prop_name] = tree
         self.dirty = True
 
-
-class ObjectAccess:
-    """Object-level API shared by snapshots and write transactions."""
-
-    writable = False
-
-    def get(self, class_name: str, key):
-        """The object with this primary key (or id), or None."""
-        table = self._tables.get(class_name)
-        if table is None or self._done:
-            table = self._table(class_name)
-        if table.int_keys and type(key) is int and INT64_MIN <= key <= INT64_MAX:
-            record = table.tree.get(_INT_KEY(key - INT64_MIN))     # point-read fast path
-        else:
-            try:
-                object_key = table.object_key(key)
-            except ValidationError as exc:      # a read: the key is a query argument
-                raise QueryError(str(exc)) from None
-            record = table.tree.get(object_key)
-        if record is None:
-            return None
-        obj = Obj(zip(table.names, table.codec.decode(record, key)))
-        obj.key = key
-        return obj
-
-    def objects(self, class_name: str):
-        from .query import Results
-        return Results(self, self._table(class_name))
-
-    def count(self, class_name: str) -> int:
-        return self._table(class_name).count
-
-    def _writer(self, class_name: str) -> TableState:
-        if not self.writable:
-            raise TransactionError("writes need a write transaction (db.write())")
-        return self._table(class_name)
-
-    def create(self, class_name: str, values: dict):
-        """Insert an object; returns its primary key value (or new object id)."""
-        return self._writer(class_name).insert(values)
-
-    def update(self, class_name: str, key, changes: dict):
-        self._writer(class_name).modify(key, changes)
-
-    def delete(self, class_name: str, key):
-        self._writer(class_name).remove(key)

@@ -18,6 +18,7 @@ from .commitcheck import commit_is_whole
 from .errors import CorruptFileError, EngineError
 from .freelist import FreeList
 from .layout import PAGE_SIZE
+from .legacy import OldFile
 from .schema import describe
 
 
@@ -157,9 +158,9 @@ def verify(db) -> list:
     return problems
 
 
-def stats(db) -> dict:
+def stats(db, readers: list) -> dict:
+    """`readers`: the live (pid, txnid) reader slots, taken before this snapshot."""
     problems = []
-    readers = db._lock.live_readers()      # before our own snapshot registers
     with db.read() as snap:
         view, meta = snap._view, snap._meta
         walker = _Walker(view, problems)
@@ -193,29 +194,28 @@ def dump(db, class_name: str):
             yield {"_key": obj.key, **obj}
 
 
-def _write_new_file(path: str, classes: dict, fill):
+def _write_new_file(path: str, classes: dict, fill, database_class):
     """Build a database at `path` (which must not exist) through a temp file:
     fill(table name, TableState) stores each class's objects, one commit per
-    class without fsyncs, then one fsync and the rename make it whole."""
-    from .db import Database
+    class (each fsynced: a handful), then the rename makes it whole.
+    `database_class` is db.Database (passed in: db imports this module)."""
     if os.path.exists(path):
         raise EngineError(f"{path}: already exists; it is never overwritten")
     tmp = f"{path}.copying-{os.getpid()}"
-    target = Database(tmp, describe(classes), durability="none")
+    target = database_class(tmp, describe(classes))
     try:
         for name in classes:
             with target.write() as tx:
                 table = tx._table(name)
                 fill(name, table)
                 table.dirty = True
-        target._file.sync()
     finally:
         target.close()
     os.rename(tmp, path)
     os.unlink(tmp + ".lock")
 
 
-def write_copy_to(db, path: str):
+def write_copy_to(db, path: str, database_class):
     """Copy the latest commit into a new, compact file (fails if `path` exists)."""
     with db.read() as snap:
         def fill(name, table):
@@ -226,18 +226,17 @@ def write_copy_to(db, path: str):
                 for key, value in tree.items():
                     table.indexes[prop].put(key, value)
             table.count, table.next_id = source.count, source.next_id
-        _write_new_file(path, snap.classes, fill)
+        _write_new_file(path, snap.classes, fill, database_class)
 
 
-def upgrade(source: str, path: str):
+def upgrade(source: str, path: str, database_class):
     """Write the objects of an older-format file `source` into a new file at `path`."""
-    from .legacy import OldFile
     old = OldFile(source)
     try:
         def fill(name, table):
             for key, values in old.objects(name):
                 table.restore(key, values)
             table.next_id = old.next_id(name)
-        _write_new_file(path, old.classes, fill)
+        _write_new_file(path, old.classes, fill, database_class)
     finally:
         old.close()

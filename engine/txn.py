@@ -16,23 +16,75 @@ WriteTxn: holds the cross-process writer lock from begin to commit/abort.  All
 changes are copy-on-write nodes in memory; commit allocates pages (reused ones
 only when freed at txnid <= min(oldest live reader, current), so no page of the
 current commit is touched), pwrites them and the other root slot, then fsyncs
-once (publish_commit has the crash argument).  Abort just drops the in-memory
+once (Store.publish has the crash argument).  Abort just drops the in-memory
 nodes: the file is never touched before commit.
+
+Transactions reach the file only through a store.Store (meta, view, catalog,
+lock, cache, publish); they know nothing of Database.
 """
 
 
 from .btree import write_blob
-from .errors import TransactionError
+from .codec import INT64_MAX, INT64_MIN, KEY_U64
+from .errors import QueryError, TransactionError, ValidationError
 from .freelist import FreeList
-from .layout import (SLOT_OFFSETS, RootSlot, chain_page_count, encode_chain, encode_slot,
-                     pages_digest, read_current_slot, HEAD_BYTES)
-from .objects import TableState, ObjectAccess
+from .layout import RootSlot, chain_page_count, encode_chain, pages_digest
+from .objects import Obj, TableState
+from .query import Results
 from .schema import encode_catalog
+
+_INT_KEY = KEY_U64.pack
+
+
+class ObjectAccess:
+    """Object-level API shared by snapshots and write transactions."""
+
+    writable = False
+
+    def get(self, class_name: str, key):
+        """The object with this primary key (or id), or None."""
+        table = self._tables.get(class_name)
+        if table is None or self._done:
+            table = self._table(class_name)
+        if table.int_keys and type(key) is int and INT64_MIN <= key <= INT64_MAX:
+            record = table.tree.get(_INT_KEY(key - INT64_MIN))     # point-read fast path
+        else:
+            try:
+                object_key = table.object_key(key)
+            except ValidationError as exc:      # a read: the key is a query argument
+                raise QueryError(str(exc)) from None
+            record = table.tree.get(object_key)
+        if record is None:
+            return None
+        obj = Obj(zip(table.names, table.codec.decode(record, key)))
+        obj.key = key
+        return obj
+
+    def objects(self, class_name: str):
+        return Results(self, self._table(class_name))
+
+    def count(self, class_name: str) -> int:
+        return self._table(class_name).count
+
+    def _writer(self, class_name: str) -> TableState:
+        if not self.writable:
+            raise TransactionError("writes need a write transaction (db.write())")
+        return self._table(class_name)
+
+    def create(self, class_name: str, values: dict):
+        """Insert an object; returns its primary key value (or new object id)."""
+        return self._writer(class_name).insert(values)
+
+    def update(self, class_name: str, key, changes: dict):
+        self._writer(class_name).modify(key, changes)
+
+    def delete(self, class_name: str, key):
+        self._writer(class_name).remove(key)
 
 
 class _Txn(ObjectAccess):
-    def __init__(self, db):
-        self._db = db
+    def __init__(self, store):
+        self._store = store
         self._done = False
 
     def __enter__(self):
@@ -44,14 +96,14 @@ class _Txn(ObjectAccess):
 
     def _check_open(self):
         if self._done:
-            if self._db._file is None or self._db._file.fd < 0:
-                raise TransactionError(f"{self._db.path}: transaction ended: the database was closed")
+            if self._store.closed:
+                raise TransactionError(f"{self._store.path}: transaction ended: the database was closed")
             raise TransactionError("transaction already ended")
 
     def _open_view(self, meta):
         self._meta = meta
-        self._view = self._db._view(meta)
-        self._catalog = self._db._catalog(self._view, meta)
+        self._view = self._store.view(meta)
+        self._catalog = self._store.catalog(self._view, meta)
         self.classes = self._catalog.classes
         self._tables = {}
 
@@ -71,15 +123,15 @@ class _Txn(ObjectAccess):
 class ReadTxn(_Txn):
     """A consistent snapshot of the last commit at the time it was opened."""
 
-    def __init__(self, db):
-        super().__init__(db)
-        lock = db._lock
+    def __init__(self, store):
+        super().__init__(store)
+        lock = store.lock
         self._slot = lock.claim_reader_slot()
         try:
             while True:
-                meta = db._read_meta()
+                meta = store.meta()
                 lock.publish_reader_txnid(self._slot, meta.txnid)
-                if db._read_meta().txnid == meta.txnid:
+                if store.meta().txnid == meta.txnid:
                     break
             self._open_view(meta)
         except BaseException:
@@ -89,7 +141,7 @@ class ReadTxn(_Txn):
     def close(self):
         if not self._done:
             self._done = True
-            self._db._lock.release_reader_slot(self._slot)
+            self._store.lock.release_reader_slot(self._slot)
             self._tables = {}
 
     def __exit__(self, *exc):
@@ -107,11 +159,11 @@ class WriteTxn(_Txn):
 
     writable = True
 
-    def __init__(self, db):
-        super().__init__(db)
-        db._lock.acquire_writer()
+    def __init__(self, store):
+        super().__init__(store)
+        store.lock.acquire_writer()
         try:
-            meta = db._read_meta()
+            meta = store.meta()
             self._open_view(meta)
             self._freelist = FreeList.decode(
                 self._view.read_blob(meta.freelist_pgno, meta.freelist_len)
@@ -119,7 +171,7 @@ class WriteTxn(_Txn):
             self._new_txnid = meta.txnid + 1
             self._dirty_catalog = False
         except BaseException:
-            db._lock.release_writer()
+            store.lock.release_writer()
             raise
 
     def _write_context(self):
@@ -151,7 +203,7 @@ class WriteTxn(_Txn):
         if not self._done:
             self._done = True
             self._tables = {}
-            self._db._lock.release_writer()
+            self._store.lock.release_writer()
 
     def commit(self) -> int:
         """Make the transaction durable and visible; returns the new txnid."""
@@ -163,18 +215,18 @@ class WriteTxn(_Txn):
                 except BaseException:
                     # Flushed nodes were cached under this txnid, which the next
                     # writer will reuse for different pages.
-                    self._db._cache.clear()
+                    self._store.forget_cached_nodes()
                     raise
                 return self._new_txnid
             return self._meta.txnid
         finally:
             self._done = True
             self._tables = {}
-            self._db._lock.release_writer()
+            self._store.lock.release_writer()
 
     def _write_commit(self):
-        db, meta, txnid, freelist = self._db, self._meta, self._new_txnid, self._freelist
-        oldest = db._lock.oldest_reader_txnid()
+        store, meta, txnid, freelist = self._store, self._meta, self._new_txnid, self._freelist
+        oldest = store.lock.oldest_reader_txnid()
         # Pages freed at V are part of snapshots older than V only.  The current
         # commit (meta) must survive this one's failure, and its slot is the one
         # not overwritten (each slot has its own sector, so writing one cannot
@@ -212,37 +264,5 @@ class WriteTxn(_Txn):
         out.update(encode_chain(data, freelist_pages, txnid))
         slot = RootSlot(txnid, npages, catalog_ref.pgno, catalog_ref.length,
                         freelist_pages[0] if freelist_pages else 0, len(data), *pages_digest(out))
-        db._publish(out, slot)
+        store.publish(out, slot)
 
-
-def publish_commit(paged_file, out: dict, slot: RootSlot, durable: bool):
-    """Write the commit's pages and root slot, then fsync once.
-
-    Crash argument.  Before this call the file holds commit C (the newest slot
-    whose crc matches) and every page C reaches is on disk (C's own fsync
-    returned).  This writes only (a) pages no snapshot of C or later can reach
-    (taken from the free list up to C, or past C's npages), and (b) the slot
-    sector that does not hold C.  So whatever subset of these writes a crash
-    keeps, C's slot and tree are intact.
-    - Process killed (the kernel keeps every write already made): either the
-      slot write was made, after all pages, and the new commit is whole, or it
-      was not (or is half made: its crc fails) and C is current.
-    - Power lost / FUSE daemon killed before the fsync returned (any subset of
-      the writes may be lost, a slot sector may be torn): if the new slot did
-      not survive intact its crc fails and C is current; if it did but a page
-      did not, opening the file sees that the pages do not reproduce the slot's
-      commit digest (commitcheck), erases the slot and uses C.
-    - After the fsync returns, every write is on disk: the commit is durable.
-    So the fsync is the commit point, and it is the only one.  Readers in
-    other processes may see the new slot as soon as it is written (all its
-    pages were written before it); only a power loss can take back such a
-    commit, and it then takes back nothing a durable commit promised.
-    durability="none" skips the fsync (safe against process death only).
-    """
-    paged_file.ensure_size(slot.npages)
-    paged_file.write_pages(out)
-    current = read_current_slot(lambda: paged_file.remap(1)[:HEAD_BYTES])
-    target = 1 - current[0] if current is not None else 0
-    paged_file.write_at(SLOT_OFFSETS[target], encode_slot(slot))
-    if durable:
-        paged_file.sync()

@@ -36,7 +36,7 @@ class FaultLayer:
         self.ops = []
         self.fail_at = fail_at
         self.calls = 0                 # writes and fsyncs so far (what fail_at counts)
-        self.paged = paged = db._file
+        self.paged = paged = db._store.file
         write_pages, write_at, sync, ensure_size = (paged.write_pages, paged.write_at, paged.sync,
                                                      paged.ensure_size)
 

@@ -11,6 +11,7 @@ import pytest
 
 import engine
 from engine import layout
+from engine.store import Store
 from enginetest_support import subprocess_env
 
 SCHEMA = {"Item": {"k": "int primary_key", "v": "str index"}}
@@ -222,12 +223,12 @@ def test_previous_commit_stays_intact_while_the_next_is_written(db_dir, monkeypa
             for key in at_txn_4:
                 tx.update("Item", key, {"v": "five"})
 
-        def pages_then_crash(paged_file, pages, slot, durable):
-            paged_file.ensure_size(slot.npages)
-            paged_file.write_pages(pages)
+        def pages_then_crash(store, pages, slot):
+            store.file.ensure_size(slot.npages)
+            store.file.write_pages(pages)
             raise RuntimeError("simulated crash before the root slot is written")
 
-        monkeypatch.setattr(engine.db, "publish_commit", pages_then_crash)
+        monkeypatch.setattr(Store, "publish", pages_then_crash)
         with pytest.raises(RuntimeError), db.write() as tx:           # txn 6, never committed
             for key in at_txn_4:
                 tx.update("Item", key, {"v": "six" * 40})
