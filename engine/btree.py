@@ -154,63 +154,89 @@ class Tree:
                 tail.fixed = fixed
                 return
         self.tail = None
-        root = self._writable(self.root) if self.root else Node(True, [], [], 0, False)
-        splits = self._insert(root, key, value, True)
+        root = self.root
+        if not root:
+            root = Node(True, [], [], 0, False)
+        elif type(root) is not Node:
+            root = self._writable(root)
+        # Descend without recursion, copying committed nodes on the way; `path`
+        # keeps (branch, child index, whether the descent so far took only last
+        # children) for the splits to climb back up.
+        path = []
+        node = root
+        rightmost = True
+        while not node.leaf:
+            keys = node.keys
+            i = bisect_right(keys, key)
+            child = node.vals[i]
+            if type(child) is not Node:
+                child = node.vals[i] = self._writable(child)
+            rightmost = rightmost and i == len(keys)
+            path.append((node, i, rightmost))
+            node = child
+        splits = self._leaf_put(node, key, value, rightmost)
+        while splits is not None and path:
+            parent, i, appending = path.pop()
+            for j, (sep, right) in enumerate(splits):
+                parent.keys.insert(i + j, sep)
+                parent.vals.insert(i + j + 1, right)
+                parent.size += branch_entry_size(sep)
+            splits = self._split(parent, appending) if parent.size > NODE_CAPACITY else None
         if splits is not None:
             seps = [sep for sep, _ in splits]
             root = Node(False, seps, [root] + [right for _, right in splits],
                         BRANCH_BASE_SIZE + sum(map(branch_entry_size, seps)), False)
         self.root = root
 
-    def _insert(self, node: Node, key: bytes, value: bytes, rightmost: bool):
-        if node.leaf:
-            i = bisect_left(node.keys, key)
-            if i < len(node.keys) and node.keys[i] == key:
-                self._drop_value(node.vals[i])
-                node.size -= leaf_entry_size(key, node.vals[i])
-                node.vals[i] = value
-            else:
-                node.keys.insert(i, key)
-                node.vals.insert(i, value)
-            if len(value) > INLINE_VALUE_MAX:
-                node.spill = True
-                node.size += leaf_entry_size(key, value)
-            else:
-                node.size += 4 + len(key) + len(value)   # leaf_entry_size, inlined
-            fixed = node.fixed
-            if fixed is not None:
-                if len(key) != fixed[0] or len(value) != fixed[1]:
-                    node.fixed = None
-            elif len(node.keys) == 1:
-                node.fixed = fixed_dims(node.keys, node.vals)
-            if node.size <= NODE_CAPACITY or not _too_big(node):
-                if rightmost and i == len(node.keys) - 1:
-                    self.tail = node
-                return None
-            return self._split(node, rightmost and i >= len(node.keys) - 1)
-        i = bisect_right(node.keys, key)
-        child = node.vals[i]
-        if type(child) is not Node:
-            child = node.vals[i] = self._writable(child)
-        last = i == len(node.vals) - 1
-        splits = self._insert(child, key, value, rightmost and last)
-        if splits is None:
+    def _leaf_put(self, node: Node, key: bytes, value: bytes, rightmost: bool):
+        """Put into a writable leaf; -> None, or the splits when it overflows."""
+        i = bisect_left(node.keys, key)
+        if i < len(node.keys) and node.keys[i] == key:
+            self._drop_value(node.vals[i])
+            node.size -= leaf_entry_size(key, node.vals[i])
+            node.vals[i] = value
+        else:
+            node.keys.insert(i, key)
+            node.vals.insert(i, value)
+        if len(value) > INLINE_VALUE_MAX:
+            node.spill = True
+            node.size += leaf_entry_size(key, value)
+        else:
+            node.size += 4 + len(key) + len(value)   # leaf_entry_size, inlined
+        fixed = node.fixed
+        if fixed is not None:
+            if len(key) != fixed[0] or len(value) != fixed[1]:
+                node.fixed = None
+        elif len(node.keys) == 1:
+            node.fixed = fixed_dims(node.keys, node.vals)
+        if node.size <= NODE_CAPACITY or not _too_big(node):
+            if rightmost and i == len(node.keys) - 1:
+                self.tail = node
             return None
-        for j, (sep, right) in enumerate(splits):
-            node.keys.insert(i + j, sep)
-            node.vals.insert(i + j + 1, right)
-            node.size += branch_entry_size(sep)
-        if node.size <= NODE_CAPACITY:
-            return None
-        return self._split(node, rightmost and last)
+        return self._split(node, rightmost and i >= len(node.keys) - 1)
 
     def _split(self, node: Node, appending: bool) -> list:
         """Split an over-full node into [(separator, new right node), ...] (ascending).
 
         Appends at the right edge keep the left node full.  Usually one split;
         more only when a leaf that was over-full in the variable layout (allowed
-        while it qualified for the fixed one) stops qualifying."""
+        while it qualified for the fixed one) stops qualifying.  A fixed leaf's
+        entries all have one size, so it is cut in the middle without measuring
+        them (and both halves stay fixed with the same dimensions)."""
         n = len(node.keys)
+        fixed = node.fixed if node.leaf else None
+        if fixed is not None:
+            cut = n - 1 if appending and n >= 2 else n // 2
+            entry = 4 + fixed[0] + fixed[1]
+            right = Node(True, node.keys[cut:], node.vals[cut:], (n - cut) * entry, False, fixed)
+            del node.keys[cut:], node.vals[cut:]
+            node.size = cut * entry
+            splits = [(right.keys[0], right)]
+            if _too_big(right):
+                splits += self._split(right, False)
+            if _too_big(node):
+                splits = self._split(node, False) + splits
+            return splits
         if appending and n >= 2:
             cut = n - 1
         else:

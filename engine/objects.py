@@ -48,6 +48,7 @@ class TableState:
         self.names = [p.name for p in cls.properties]
         self.name_set = frozenset(self.names)
         self.wheres = [f"{cls.name}.{name}" for name in self.names]   # for error messages
+        self.indexed_props = [(i, p) for i, p in enumerate(cls.properties) if p.indexed]
         self.pk_prop = cls.by_name.get(cls.primary_key) if cls.primary_key else None
         self.pk_pos = self.names.index(cls.primary_key) if cls.primary_key else None
         self.codec = RecordCodec.for_props(cls.properties, self.pk_pos)
@@ -124,10 +125,8 @@ class TableState:
                 result.append(base[i] if base is not None else default_value(prop))
         return result
 
-    def index_entries(self, key: bytes, values: list):
-        for i, prop in enumerate(self.cls.properties):
-            if prop.indexed:
-                yield prop.name, encode_index_value(prop, values[i]) + key
+    def index_entries(self, key: bytes, values: list) -> list:
+        return [(prop.name, encode_index_value(prop, values[i]) + key) for i, prop in self.indexed_props]
 
     # -- writes ----------------------------------------------------------------
 
