@@ -64,6 +64,11 @@ def lock_path_for(db_path: str) -> str:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs. A zombie does not: it has exited, it reads nothing any more, so
+    its reader slot pins no pages. realmfs/storage/backinglock.py answers the same way (the
+    engine never imports realmfs; tests/engine/test_pid_alive.py and tests/unit/test_pid_alive_both.py pin it)."""
+    if pid <= 0:
+        return False
     if pid == os.getpid():
         return True
     try:
@@ -71,8 +76,14 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass                                # another user's process; it may still be a zombie
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False                        # gone since the kill
+    except OSError:
+        return True                         # /proc hides it (hidepid): the kill said it exists
 
 
 class _Handle:

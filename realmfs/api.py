@@ -13,9 +13,9 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from . import mount as _mount
+from .fs import mount as _mount
 from .errors import Busy
-from .keys import Key, parse_key
+from .keys.keys import Key, parse_key
 
 
 def _as_key(key) -> Key:

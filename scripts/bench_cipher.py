@@ -6,7 +6,7 @@
 
 Measures, in one run on this machine:
 
-* pure layer (realmfs/pagecipher.py): PageCipher.seal_page (AES-256-CBC encrypt + HMAC-SHA224
+* pure layer (realmfs/format/pagecipher.py): PageCipher.seal_page (AES-256-CBC encrypt + HMAC-SHA224
   of one 4 KiB page), and verify+decrypt (classify + decrypt_pages, 32 pages a batch);
   then the batch forms EncryptedFile uses, 32 pages a call: seal_pages, and
   slot1_ivs + decrypt_in_place;
@@ -34,9 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from realmfs.layout import PAGE_SIZE  # noqa: E402
-from realmfs.pagecipher import EMPTY_ENTRY, PageCipher, ReadResult, page_iv  # noqa: E402
-from realmfs.pagefile import EncryptedFile  # noqa: E402
+from realmfs.format.layout import PAGE_SIZE  # noqa: E402
+from realmfs.format.pagecipher import EMPTY_ENTRY, PageCipher, ReadResult, page_iv  # noqa: E402
+from realmfs.storage.pagefile import EncryptedFile  # noqa: E402
 
 MB = 1e6
 BATCH = 32

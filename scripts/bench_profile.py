@@ -7,7 +7,7 @@
 Runs bench.py's workloads (scripts/benchlib/workloads.py) on one realmfs mount,
 and over each timed phase (``Ctx.phase``: the same span bench.py times) records
 the daemon with ``py-spy record -f raw`` and its per-request histogram
-(realmfs/reqstats.py, switched on through REALMFS_REQUEST_STATS). Prints, per
+(realmfs/fs/reqstats.py, switched on through REALMFS_REQUEST_STATS). Prints, per
 phase, the share of samples under the functions that matter (inclusive) and the
 top functions by own samples, then the request table. Profiling slows the daemon
 (py-spy pauses it per sample): read shares from here, times from bench.py.
@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import bench  # noqa: E402
 from benchlib import targets as targetlib, workloads as wl  # noqa: E402
-from realmfs import reqstats  # noqa: E402
+from realmfs.fs import reqstats  # noqa: E402
 
 PY_SPY = os.path.join(os.path.dirname(sys.executable), "py-spy")
 # Inclusive shares worth a line of their own (a frame's function name, as py-spy prints it).
@@ -88,7 +88,7 @@ def _dump_requests(pid: int, mountpoint: str) -> str:
 
 
 def _function(frame: str) -> str:
-    """'EncryptedFile.write (realmfs/pagefile.py:123)' -> 'EncryptedFile.write (realmfs/pagefile.py)'."""
+    """'EncryptedFile.write (realmfs/storage/pagefile.py:123)' -> 'EncryptedFile.write (realmfs/storage/pagefile.py)'."""
     name, _, where = frame.partition(" (")
     return f"{name} ({where.rpartition(':')[0] or where.rstrip(')')})"
 

@@ -44,8 +44,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from realmfs import fusermount  # noqa: E402
-from realmfs.layout import ENTRIES_PER_BLOCK, ENTRY_SIZE, PAGE_SIZE  # noqa: E402
+from realmfs.fs import fusermount  # noqa: E402
+from realmfs.format.layout import ENTRIES_PER_BLOCK, ENTRY_SIZE, PAGE_SIZE  # noqa: E402
 from realmfs.durable import fsync_dir  # noqa: E402
 from benchlib.targets import Gocryptfs, is_mounted  # noqa: E402
 
@@ -67,7 +67,7 @@ class Sealer:
     """Charges each write the cost of sealing its pages (the ciphertext is thrown away)."""
 
     def __init__(self, mode: str):
-        from realmfs.pagecipher import PageCipher
+        from realmfs.format.pagecipher import PageCipher
         self.mode = mode
         self.cipher = PageCipher(os.urandom(64))
         self.file_id = os.urandom(16)

@@ -31,7 +31,7 @@ MARKER="REALMFS-DEMO-PLAINTEXT-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
 cleanup() {
     status=$?
     if grep -q " $MNT fuse.realmfs " /proc/mounts 2>/dev/null; then
-        realmfs unmount "$MNT" >/dev/null 2>&1 || realmfs unmount --lazy "$MNT" >/dev/null 2>&1 || PYTHONPATH="$REPO" "$PY" -m realmfs.fusermount -uz "$MNT" || true
+        realmfs unmount "$MNT" >/dev/null 2>&1 || realmfs unmount --lazy "$MNT" >/dev/null 2>&1 || PYTHONPATH="$REPO" "$PY" -m realmfs.fs.fusermount -uz "$MNT" || true
     fi
     if [ "$KEEP" = "--keep" ] || [ "$status" != 0 ]; then
         echo "(work directory kept: $WORK; daemon log: $WORK/daemon.log)"

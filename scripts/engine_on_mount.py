@@ -21,13 +21,14 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from realmfs import api, config  # noqa: E402
-from realmfs.keys import Key  # noqa: E402
+from realmfs import api
+from realmfs.keys import config  # noqa: E402
+from realmfs.keys.keys import Key  # noqa: E402
 
 
 def verify_backing(backing: str, key: Key) -> bool:
     """Every page of every backing file authenticates (no torn or tampered page left)."""
-    from realmfs import verify
+    from realmfs.tools import verify
     report = verify.verify_path(backing, key)
     clean = not report.damaged
     for line in verify.format_report(report):

@@ -10,7 +10,7 @@
 APT_PACKAGES=(fuse libfuse2 keyutils)
 
 # fusermount3 (libfuse 3, Debian's fuse3) or fusermount (libfuse 2, fuse): the project's Python
-# code calls whichever is installed through realmfs.fusermount.
+# code calls whichever is installed through realmfs.fs.fusermount.
 have_fusermount() { command -v fusermount3 >/dev/null 2>&1 || command -v fusermount >/dev/null 2>&1; }
 
 VENV=.venv

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from realmfs import fusermount
+from realmfs.fs import fusermount
 
 
 def fuse_problem() -> str | None:

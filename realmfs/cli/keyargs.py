@@ -22,10 +22,10 @@ import shlex
 import subprocess
 import sys
 
-from .. import config as configmod
-from .. import keyslots
+from ..keys import config as configmod
+from ..keys import keyslots
 from ..errors import BadPath, ExitCode, KeyFormatError, WrongPassphrase
-from ..keys import KEY_ENV, Key, key_from_env, parse_key, read_key_file
+from ..keys.keys import KEY_ENV, Key, key_from_env, parse_key, read_key_file
 
 
 def add_key_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -146,7 +146,7 @@ def unlock_from_args(args: argparse.Namespace, stdin=None, backing: str | None =
         stream = stdin or sys.stdin.buffer
         return _with_slots(parse_key(stream.read(), "key on standard input"), backing)
     if getattr(args, "key_from_keyring", None):
-        from .. import keyring
+        from ..keys import keyring
         return _with_slots(keyring.load(args.key_from_keyring), backing)
     prompt = f"Passphrase for {backing}: " if backing else "Passphrase: "
     if _passphrase_named(args):

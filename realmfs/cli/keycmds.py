@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import ExitCode
-from ..keys import Key, read_key_file, write_key_file
+from ..keys.keys import Key, read_key_file, write_key_file
 
 
 def register(sub) -> None:
@@ -32,7 +32,7 @@ def run_keygen(args) -> int:
             print("realmfs: --from-file F goes with --keyring NAME alone (it stores F's key there)",
                   file=sys.stderr)
             return ExitCode.USAGE
-        from .. import keyring
+        from ..keys import keyring
         where = keyring.store(args.keyring, read_key_file(args.from_file))
         print(f"stored the key of {args.from_file} in {where}; use it with --key-from-keyring "
               f"{args.keyring} (the file is unchanged: delete it yourself once you no longer need it)")
@@ -43,7 +43,7 @@ def run_keygen(args) -> int:
         print(f"wrote a new key to {args.file} (mode 0600); keep a copy somewhere safe: "
               "without it the data cannot be read")
     if args.keyring:
-        from .. import keyring
+        from ..keys import keyring
         where = keyring.store(args.keyring, key)
         print(f"stored a new key in {where}; use it with --key-from-keyring {args.keyring}")
     return 0

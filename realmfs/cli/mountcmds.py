@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import os
 
-from .. import config as configmod
-from .. import mount as mountmod
-from .. import mounttable
-from ..backinglock import is_locked, read_owner
+from ..keys import config as configmod
+from ..fs import mount as mountmod
+from ..fs import mounttable
+from ..storage.backinglock import is_locked, read_owner
 from ..errors import BadPath, Busy
 from ..log import STRICT_ENV, enable_strict, setup_logging
-from ..nesting import refuse_nested_init
+from ..fs.nesting import refuse_nested_init
 from .keyargs import KEY_EXIT_CODES, add_key_arguments, exit_codes, key_from_args, new_key_setup
 
 log = logging.getLogger("realmfs")

@@ -1,6 +1,6 @@
 """``realmfs encrypt | decrypt | verify | rekey | passwd``: the tools that need no mount.
 
-Each handler is a thin layer over realmfs.offline / realmfs.verify: parse, call,
+Each handler is a thin layer over realmfs.tools.offline / realmfs.tools.verify: parse, call,
 print results on stdout (errors go through realmfs.cli.main as one line and an
 exit code). Progress goes to stderr, only on a terminal.
 """
@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import sys
 
-from .. import config as configmod
-from .. import info, keyslots, offline, repair, verify
-from .. import rekey as rekeymod
+from ..keys import config as configmod
+from ..tools import info, offline, repair, verify
+from ..keys import keyslots
+from ..tools import rekey as rekeymod
 from ..errors import ExitCode, Interrupted, NotEncrypted, NotRecognized
-from ..progress import Progress
+from ..tools.progress import Progress
 from .keyargs import (KEY_EXIT_CODES, add_key_arguments, add_passphrase_arguments, exit_codes, key_from_args,
                       new_key_setup, read_passphrase, unlock_from_args)
 

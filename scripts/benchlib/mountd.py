@@ -27,14 +27,14 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 
-from realmfs import fusermount  # noqa: E402
+from realmfs.fs import fusermount  # noqa: E402
 from targets import is_mounted  # noqa: E402  (this script runs from benchlib/)
 
 
 def serve_realmfs(backing: str, mountpoint: str) -> None:
-    from realmfs import config
+    from realmfs.keys import config
     from realmfs.api import mounted
-    from realmfs.keys import Key
+    from realmfs.keys.keys import Key
 
     key = Key.generate()
     if config.load(backing) is None:
@@ -58,7 +58,7 @@ def loopback_options(backing: str, override: str | None) -> dict:
             if name:
                 options[name] = value or True
         return options
-    from realmfs.mount import fuse_options
+    from realmfs.fs.mount import fuse_options
     options = fuse_options(backing)
     for own in ("foreground", "fsname", "subtype"):
         options.pop(own, None)
@@ -79,7 +79,7 @@ def serve_loopback(backing: str, mountpoint: str) -> None:
         fusermount.unmount(mountpoint)
 
     threading.Thread(target=announce_then_wait, daemon=True).start()
-    from realmfs import reqstats   # REALMFS_REQUEST_STATS: the same per-request histogram as realmfs's
+    from realmfs.fs import reqstats   # REALMFS_REQUEST_STATS: the same per-request histogram as realmfs's
     FUSE(reqstats.wrap(_loopback_class()(backing)), mountpoint, foreground=True, **options)  # until unmounted
 
 
@@ -160,7 +160,7 @@ def main(argv: list[str]) -> int:
         try:
             if kind == "realmfs":
                 import realmfs.api  # noqa: F401
-                from realmfs.keys import Key  # noqa: F401
+                from realmfs.keys.keys import Key  # noqa: F401
             else:
                 import fuse  # noqa: F401
         except Exception as error:  # a half-written module may fail in any way

@@ -9,7 +9,7 @@ Invariants:
   until its stdin closes (realmfs.api starts its detached daemon and reports the
   pid). Daemons are stopped by unmounting, then our own children by pid; never by name;
 * ``stop`` is safe to call twice and after a failed ``start``: it leaves no
-  mount behind (``fusermount -u`` through realmfs.fusermount, lazily as a last resort);
+  mount behind (``fusermount -u`` through realmfs.fs.fusermount, lazily as a last resort);
 * ``backing_dirs`` lists every directory whose files hold the target's data, so
   a cold read can evict them too (peer file names are encrypted: evict them all).
 """
@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from realmfs import fusermount  # every caller puts the repository on sys.path first
+from realmfs.fs import fusermount  # every caller puts the repository on sys.path first
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEER_PASSWORD = "bench-pw"
@@ -238,7 +238,7 @@ class Realmfs(_PythonMount):
 
 
 class RealmfsSealWorker(Realmfs):
-    """realmfs with its sealing worker on (REALMFS_SEAL_WORKER=1, realmfs/sealworker.py):
+    """realmfs with its sealing worker on (REALMFS_SEAL_WORKER=1, realmfs/storage/sealworker.py):
     groups of 16 pages and more sealed on both cores. Not in the default targets."""
 
     name = "realmfs-worker"

@@ -26,12 +26,14 @@ import time
 
 import pytest
 
-from realmfs import api, config, fusermount
-from realmfs import mount as mountmod
-from realmfs.backinglock import pid_alive, read_owner
-from realmfs.keys import Key
-from realmfs.pagecipher import PageCipher
-from realmfs.pagefile import open_backing
+from realmfs import api
+from realmfs.keys import config
+from realmfs.fs import fusermount
+from realmfs.fs import mount as mountmod
+from realmfs.storage.backinglock import pid_alive, read_owner
+from realmfs.keys.keys import Key
+from realmfs.format.pagecipher import PageCipher
+from realmfs.storage.pagefile import open_backing
 from tests.fusecheck import fuse_problem
 from tests.mount.unprivileged import Unprivileged
 

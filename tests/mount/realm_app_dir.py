@@ -22,7 +22,7 @@ import os
 import shutil
 import struct
 
-from realmfs.pagefile import open_backing
+from realmfs.storage.pagefile import open_backing
 from tests.vectors import vector_path
 
 APP_VECTOR_DIR = "realm_app_dir"

@@ -25,14 +25,14 @@ import sys
 import pytest
 
 import engine
-from realmfs import config as configmod
-from realmfs import fileheader
+from realmfs.keys import config as configmod
+from realmfs.format import fileheader
 from realmfs.errors import ExitCode, NotRecognized
-from realmfs.keys import Key
-from realmfs.layout import HEADER_SIZE, PAGE_SIZE
-from realmfs.pagecipher import PageCipher
-from realmfs.pagefile import open_backing
-from realmfs.verify import has_realmfs_header
+from realmfs.keys.keys import Key
+from realmfs.format.layout import HEADER_SIZE, PAGE_SIZE
+from realmfs.format.pagecipher import PageCipher
+from realmfs.storage.pagefile import open_backing
+from realmfs.format.detect import has_realmfs_header
 
 from .conftest import Env, run_cli, slurp, spit, tree_bytes
 from .realm_app_dir import KEY_A, SHARED_INFO_SIZE, build_app_dir, copy_vector_dir, shared_info

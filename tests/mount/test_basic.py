@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from realmfs.layout import PAGE_SIZE
+from realmfs.format.layout import PAGE_SIZE
 
 from .conftest import slurp, spit
 

@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from realmfs import fusermount
-from realmfs import mount as mountmod
-from realmfs.backinglock import pid_alive, read_owner
+from realmfs.fs import fusermount
+from realmfs.fs import mount as mountmod
+from realmfs.storage.backinglock import pid_alive, read_owner
 from realmfs.errors import ExitCode
-from realmfs.keys import Key
-from realmfs.pagecipher import PageCipher
-from realmfs.pagefile import open_backing
+from realmfs.keys.keys import Key
+from realmfs.format.pagecipher import PageCipher
+from realmfs.storage.pagefile import open_backing
 
 from .conftest import REPO, STARTED_MOUNTPOINTS, STARTED_PIDS, Env, kill_daemon, run_cli, slurp, spit, tree_bytes
 
@@ -369,7 +369,7 @@ def test_missing_fusepy_or_libfuse_is_one_line_saying_what_to_install(env, tmp_p
 
 
 def test_a_mount_prunes_stale_daemon_logs_and_names_its_backing(env, tmp_path, monkeypatch):
-    from realmfs import logfiles
+    from realmfs.fs import logfiles
     run_dir = tmp_path / "run"
     os.mkdir(run_dir)
     monkeypatch.setattr(mountmod, "runtime_dir", lambda: str(run_dir))

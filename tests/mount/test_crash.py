@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from realmfs import fusermount
-from realmfs.layout import HEADER_BASE, PAGE_SIZE, page_offset
+from realmfs.fs import fusermount
+from realmfs.format.layout import HEADER_BASE, PAGE_SIZE, page_offset
 
 from .conftest import kill_daemon, slurp, spit
 

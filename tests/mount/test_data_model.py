@@ -30,8 +30,8 @@ import time
 
 import pytest
 
-from realmfs import verify
-from realmfs.layout import PAGE_SIZE
+from realmfs.tools import verify
+from realmfs.format.layout import PAGE_SIZE
 
 from .conftest import run_cli
 

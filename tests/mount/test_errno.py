@@ -11,9 +11,9 @@ import pytest
 from fuse import FuseOSError
 
 from realmfs.errors import IntegrityError, NotEncrypted, WrongKey
-from realmfs.fuseops import RealmfsOps
-from realmfs.keys import Key
-from realmfs.pagecipher import PageCipher
+from realmfs.fs.fuseops import RealmfsOps
+from realmfs.keys.keys import Key
+from realmfs.format.pagecipher import PageCipher
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def _raise(exc):
 ])
 def test_exceptions_become_errno(ops, exc, expected, caplog):
     ops.read = _raise(exc)
-    with caplog.at_level(logging.ERROR, logger="realmfs.fuseops"):
+    with caplog.at_level(logging.ERROR, logger="realmfs.fs.fuseops"):
         with pytest.raises(FuseOSError) as info:
             ops("read", "/f.bin", 10, 0, None)
     assert info.value.errno == expected

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 
-from realmfs.layout import PAGE_SIZE
+from realmfs.format.layout import PAGE_SIZE
 
 from .conftest import slurp
 

@@ -14,9 +14,9 @@ import os
 import pytest
 
 from realmfs import api
-from realmfs.backinglock import BackingLock
+from realmfs.storage.backinglock import BackingLock
 from realmfs.errors import BackingLocked, ExitCode
-from realmfs.keys import Key
+from realmfs.keys.keys import Key
 
 from .conftest import STARTED_MOUNTPOINTS, Env, force_unmount, run_cli, slurp, spit, tree_bytes
 

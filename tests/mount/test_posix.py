@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from realmfs.backinglock import pid_alive
+from realmfs.storage.backinglock import pid_alive
 from tests.mount import posixops
 from tests.mount.conftest import REPO, Env, run_cli
 from tests.mount.unprivileged import Unprivileged
@@ -128,7 +128,7 @@ def test_an_unprivileged_user_mounts_uses_and_unmounts(user_env, user):
 
 def _libfuse_major() -> int:
     """The libfuse major version the daemon's binding loads (libfuse 2 unless it says)."""
-    from realmfs import mount
+    from realmfs.fs import mount
     fuse_class = mount._import_fuse()
     return getattr(sys.modules[fuse_class.__module__], "fuse_version_major", 2)
 

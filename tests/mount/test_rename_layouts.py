@@ -15,11 +15,11 @@ import stat
 
 import pytest
 
-from realmfs import fileheader
-from realmfs.config import RENAME_TEMP_PREFIX, TOOL_TEMP_SUFFIX
-from realmfs.layout import HEADER_SIZE, PAGE_SIZE, body_size_is_valid, pages_for
-from realmfs.pagefile import open_backing
-from realmfs.verify import has_realmfs_header
+from realmfs.format import fileheader
+from realmfs.keys.config import RENAME_TEMP_PREFIX, TOOL_TEMP_SUFFIX
+from realmfs.format.layout import HEADER_SIZE, PAGE_SIZE, body_size_is_valid, pages_for
+from realmfs.storage.pagefile import open_backing
+from realmfs.format.detect import has_realmfs_header
 
 from .conftest import slurp, spit, tree_bytes
 

@@ -1,4 +1,4 @@
-"""The per-request timing histogram (realmfs/reqstats.py): written on SIGUSR1 and at
+"""The per-request timing histogram (realmfs/fs/reqstats.py): written on SIGUSR1 and at
 unmount when REALMFS_REQUEST_STATS names a file; nothing at all without it."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 import signal
 import time
 
-from realmfs import reqstats
+from realmfs.fs import reqstats
 
 
 def _wait_for(path: str) -> dict:

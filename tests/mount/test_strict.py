@@ -22,7 +22,7 @@ PAGE = 4096
 # the old line of EncryptedFile._prefetch (before a8763b2): a negative length after a jump back
 OLD_PREFETCH = '''
 import os
-from realmfs import pagefile
+from realmfs.storage import pagefile
 
 def _prefetch(self, start):
     ahead = self._prefetched_to - start

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 
-from realmfs import fusermount
+from realmfs.fs import fusermount
 
 LOCK = "/tmp/realmfs-tests-unprivileged.lock"                  # shared while in use
 SETUP_LOCK = "/tmp/realmfs-tests-unprivileged.setup.lock"      # exclusive while changing things

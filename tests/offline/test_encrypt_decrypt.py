@@ -9,12 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from realmfs import config as configmod
-from realmfs import offline
+from realmfs.keys import config as configmod
+from realmfs.tools import offline
 from realmfs.errors import (AlreadyEncrypted, AlreadyExists, BadPath, ExitCode, IntegrityError,
                             NotEncrypted, NotRecognized, WrongKey)
-from realmfs.keys import Key
-from realmfs.layout import BLOCK_DATA_BYTES, PAGE_SIZE
+from realmfs.keys.keys import Key
+from realmfs.format.layout import BLOCK_DATA_BYTES, PAGE_SIZE
 from tests.offline.conftest import read_tree, write_hex_key, write_tree
 from tests.vectors import load_vectors, vector_path
 

@@ -10,10 +10,10 @@ import uuid
 
 import pytest
 
-from realmfs import keyring
+from realmfs.keys import keyring
 from realmfs.errors import ExitCode
-from realmfs.keys import Key
-from realmfs.progress import Progress
+from realmfs.keys.keys import Key
+from realmfs.tools.progress import Progress
 from tests.offline.conftest import write_tree
 
 

@@ -9,9 +9,11 @@ import time
 
 import pytest
 
-from realmfs import api, fusermount, offline
-from realmfs.backinglock import pid_alive
-from realmfs.keys import Key
+from realmfs import api
+from realmfs.fs import fusermount
+from realmfs.tools import offline
+from realmfs.storage.backinglock import pid_alive
+from realmfs.keys.keys import Key
 from tests.fusecheck import fuse_problem
 from tests.offline.conftest import write_tree
 
@@ -65,9 +67,9 @@ def test_encrypted_tree_mounts_and_reads_back(tmp_path, mount_guard):
 
 
 def test_rekey_and_mount_exclude_each_other(tmp_path, mount_guard, run):
-    from realmfs import config as configmod
+    from realmfs.keys import config as configmod
     from realmfs.errors import ExitCode, RekeyInProgress
-    from realmfs.keys import write_key_file
+    from realmfs.keys.keys import write_key_file
     write_tree(tmp_path / "src", {"a.realm": os.urandom(8192)})
     key = Key.generate()
     write_key_file(str(tmp_path / "k"), key)
@@ -88,7 +90,7 @@ def test_rekey_and_mount_exclude_each_other(tmp_path, mount_guard, run):
 
 
 def test_init_with_passphrase_then_mount_with_it(tmp_path, run):
-    from realmfs import mount as mountmod
+    from realmfs.fs import mount as mountmod
     from realmfs.errors import ExitCode
     os.mkdir(tmp_path / "backing")
     os.mkdir(tmp_path / "mnt")

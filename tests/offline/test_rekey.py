@@ -13,13 +13,14 @@ import time
 
 import pytest
 
-from realmfs import config as configmod
-from realmfs import backingscan, offline
-from realmfs import rekey as rekeymod
+from realmfs.keys import config as configmod
+from realmfs.storage import backingscan
+from realmfs.tools import offline
+from realmfs.tools import rekey as rekeymod
 from realmfs.errors import AlreadyExists, ExitCode, RekeyInProgress, WrongKey
-from realmfs.keys import Key, read_key_file, write_key_file
-from realmfs.pagecipher import PageCipher
-from realmfs.pagefile import open_backing
+from realmfs.keys.keys import Key, read_key_file, write_key_file
+from realmfs.format.pagecipher import PageCipher
+from realmfs.storage.pagefile import open_backing
 from tests.offline.conftest import read_tree, write_tree
 from tests.vectors import REPO
 
@@ -238,7 +239,7 @@ PASSPHRASE_SEEDS = 12
 
 def masters_of(backing, secret: bytes) -> list:
     """Every master key the passphrase reaches now: the config's, and a pending rekey's."""
-    from realmfs import keyslots
+    from realmfs.keys import keyslots
     config = configmod.load(str(backing))
     unlocked = keyslots.unlock(config.keyslots, secret, keyslots.PASSPHRASE)
     keys = [unlocked.master]
@@ -319,7 +320,7 @@ def test_ctrl_c_during_rekey_exits_130_and_says_how_to_finish(run, pristine, tmp
     root, old_key, tree = pristine
     backing = tmp_path / "b"
     shutil.copytree(root / "backing", backing)
-    from realmfs import progress as progressmod
+    from realmfs.tools import progress as progressmod
     calls = itertools.count()
 
     def interrupt_mid_run(self, nbytes):       # Ctrl-C after a few chunks, inside a file

@@ -1,4 +1,4 @@
-"""One damage rulebook (realmfs/damage.py, issue 14 item 4): the read path and verify judge
+"""One damage rulebook (realmfs/format/damage.py, issue 14 item 4): the read path and verify judge
 every page alike. Over every Realm Core vector, and over files of both layouts damaged
 here in every way the rulebook knows, each page reads as verify says -- the data, zeros
 or an error (zeros in salvage mode) -- and each file opens, or fails, as verify says."""
@@ -9,12 +9,12 @@ import os
 
 import pytest
 
-from realmfs import verify
-from realmfs.damage import Kind, Outcome, Severity
+from realmfs.tools import verify
+from realmfs.format.damage import Kind, Outcome, Severity
 from realmfs.errors import Damaged, RealmfsError
-from realmfs.layout import ENTRY_SIZE, HEADER_BASE, PAGE_SIZE, REALM_BASE, entry_offset, page_offset, pages_for
-from realmfs.pagecipher import PageCipher
-from realmfs.pagefile import open_backing
+from realmfs.format.layout import ENTRY_SIZE, HEADER_BASE, PAGE_SIZE, REALM_BASE, entry_offset, page_offset, pages_for
+from realmfs.format.pagecipher import PageCipher
+from realmfs.storage.pagefile import open_backing
 from tests.vectors import load_vectors, vector_path
 
 P = PAGE_SIZE

@@ -8,13 +8,13 @@ import random
 
 import pytest
 
-from realmfs import offline, repair, verify
+from realmfs.tools import offline, repair, verify
 from realmfs.errors import ExitCode, RekeyInProgress, WrongKey
-from realmfs.keys import Key
-from realmfs.layout import HEADER_BASE, PAGE_SIZE, entry_offset, page_offset
-from realmfs.pagecipher import PageCipher
-from realmfs.pagefile import open_backing
-from realmfs.verify import Kind, Severity
+from realmfs.keys.keys import Key
+from realmfs.format.layout import HEADER_BASE, PAGE_SIZE, entry_offset, page_offset
+from realmfs.format.pagecipher import PageCipher
+from realmfs.storage.pagefile import open_backing
+from realmfs.tools.verify import Kind, Severity
 from tests.offline.conftest import write_tree
 
 PAGES = 130
@@ -58,7 +58,7 @@ def test_clean_tree_is_clean(run, backing, tmp_path):
     report = verify.verify_path(str(path), key)
     assert not report.damaged and problems(report) == set()
     k = tmp_path / "k"
-    from realmfs.keys import write_key_file
+    from realmfs.keys.keys import write_key_file
     write_key_file(str(k), key)
     result = run("verify", path, "--key-file", k)
     assert result.code == ExitCode.OK, result
@@ -145,7 +145,7 @@ def test_repair_zero_damaged_then_restore_backup(run, backing, tmp_path):
     flip(path / "a.realm", page_offset(5, 0) + 10)
     flip(path / "b.bin", page_offset(PAGES - 1, HEADER_BASE) + 10)   # the partial last page
     damaged = {n: (path / n).read_bytes() for n in ("a.realm", "b.bin")}
-    from realmfs.keys import write_key_file
+    from realmfs.keys.keys import write_key_file
     write_key_file(str(tmp_path / "k"), key)
     assert run("verify", path, "--key-file", tmp_path / "k").code == ExitCode.DAMAGED
     no_zero = run("verify", path, "--key-file", tmp_path / "k", "--repair")
@@ -168,9 +168,9 @@ def test_repair_zero_damaged_then_restore_backup(run, backing, tmp_path):
 
 def test_restore_refuses_a_mounted_directory_and_reads_a_broken_backup_as_one_line(run, backing, tmp_path):
     path, key = backing
-    from realmfs.backinglock import BackingLock
+    from realmfs.storage.backinglock import BackingLock
     from realmfs.errors import BackingLocked
-    from realmfs.keys import write_key_file
+    from realmfs.keys.keys import write_key_file
     write_key_file(str(tmp_path / "k"), key)
     (tmp_path / "bk").mkdir()
     (tmp_path / "bk" / "manifest.json").write_text('{"a.realm": {"path": 3}}')
@@ -187,7 +187,7 @@ def test_restore_refuses_a_mounted_directory_and_reads_a_broken_backup_as_one_li
 
 def test_wrong_key_is_not_damage(run, backing, tmp_path):
     path, _ = backing
-    from realmfs.keys import write_key_file
+    from realmfs.keys.keys import write_key_file
     write_key_file(str(tmp_path / "wrong"), Key.generate())
     assert run("verify", path, "--key-file", tmp_path / "wrong").code == ExitCode.WRONG_KEY
     os.unlink(path / ".realmfs.conf")             # no config: judged from the pages
@@ -209,7 +209,7 @@ def test_damage_without_config_is_damage_not_wrong_key(backing):
 
 def test_rekey_in_progress_is_refused(backing):
     path, key = backing
-    from realmfs import config as configmod
+    from realmfs.keys import config as configmod
     config = configmod.load(str(path))
     config.rekey = {"new_key_check": "00", "keyslots": [], "key_file": None, "dropped": []}
     configmod.save(str(path), config, key)

@@ -1,0 +1,10 @@
+"""fs: the mount: FUSE operations over a backing directory and the daemon's lifecycle.
+
+Directory-relative operations (backingdir), link attributes (linkattrs), the open-file
+table (openfiles), the thin FUSE operations with one errno wrapper (fuseops), the daemon
+and its launcher (mount), the /proc mount table (mounttable), unmounting through
+fusermount (fusermount), the daemon's logs (logfiles), request statistics (reqstats), and
+the refusal of a backing directory inside another (nesting).
+
+May import: errors, log, durable, format, keys, storage, and this package. Never tools.
+"""
