@@ -43,25 +43,18 @@ def lock_path(backing: str) -> str:
 
 def pid_alive(pid: int) -> bool:
     """Whether ``pid`` runs. A zombie does not: it has exited and its flocks are released.
-    engine/lockfile.py keeps a copy that answers the same (the engine never imports realmfs,
-    and realmfs does not depend on the engine; tests/unit/test_pid_alive_both.py pins both)."""
+    Through psutil (already ours, for the busy-process check); engine/lockfile.py answers
+    the same with the standard library alone (tests/unit/test_pid_alive_both.py pins both)."""
+    import psutil       # here, not at import: most commands never ask
+
     if pid <= 0:
         return False
-    if pid == os.getpid():
-        return True
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        pass                                # another user's process; it may still be a zombie
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False                        # gone since the kill
-    except OSError:
-        return True                         # /proc hides it (hidepid): the kill said it exists
+    except psutil.AccessDenied:
+        return True     # /proc hides it (hidepid): psutil found it, so it exists
 
 
 def read_owner(backing: str) -> dict | None:
