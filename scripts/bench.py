@@ -53,7 +53,7 @@ def parse_args(argv):
     p.add_argument("--reps", type=int, help="repetitions per workload (default 3)")
     p.add_argument("--targets", default=",".join(targetlib.DEFAULT),
                    help=f"comma list from {sorted(targetlib.ALL)} (default %(default)s; "
-                        "'pyfuse' is a fusepy pass-through without crypto with realmfs's FUSE options: "
+                        "'pyfuse' is a pass-through without crypto on realmfs's binding and FUSE options: "
                         "the floor of realmfs's request path)")
     p.add_argument("--workloads", default=",".join(wl.ALL), help="comma list (default %(default)s)")
     p.add_argument("--base", default="/var/tmp", help="where the temporary directory goes")

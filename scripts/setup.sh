@@ -5,9 +5,11 @@
 #                    at whichever clone ran it. The scripts then run everything with $VENV_PY.
 # Call from the repository root: need_apt_packages, then make_venv EXTRAS ("" or "test,bench").
 
-# The apt packages, one place to edit: fuse/libfuse2 for the mount (fusermount, libfuse.so.2 for
+# The apt packages, one place to edit: libfuse3-3 for the mount (mfusepy), fuse3 for
+# fusermount3 (what libfuse 3 needs to mount as an unprivileged user; it replaces the fuse
+# package and keeps a fusermount link), libfuse2 for the fallback binding (REALMFS_FUSE=2,
 # fusepy), keyutils for keyctl (the kernel-keyring key store).
-APT_PACKAGES=(fuse libfuse2 keyutils)
+APT_PACKAGES=(fuse3 libfuse3-3 libfuse2 keyutils)
 
 # fusermount3 (libfuse 3, Debian's fuse3) or fusermount (libfuse 2, fuse): the project's Python
 # code calls whichever is installed through realmfs.fs.fusermount.

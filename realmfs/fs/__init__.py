@@ -1,7 +1,8 @@
 """fs: the mount: FUSE operations over a backing directory and the daemon's lifecycle.
 
 Directory-relative operations (backingdir), link attributes (linkattrs), the open-file
-table (openfiles), the thin FUSE operations with one errno wrapper (fuseops), the daemon
+table (openfiles), the thin FUSE operations with one errno wrapper (fuseops), the FUSE
+library they run on (fusebinding: the only module importing mfusepy or fusepy), the daemon
 and its launcher (mount), the /proc mount table (mounttable), unmounting through
 fusermount (fusermount), the daemon's logs (logfiles), request statistics (reqstats), and
 the refusal of a backing directory inside another (nesting).

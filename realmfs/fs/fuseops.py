@@ -2,8 +2,8 @@
 
 Metadata goes to the ``*at`` form of ``os.*`` on (directory fd, name) under BACKING's
 fd (backingdir.py: no PATH_MAX limit below the mountpoint, no symlink followed); file
-data goes to the shared EncryptedFile of the open-file table. ``__call__`` (fusepy's dispatcher) is the
-one place exceptions become errno:
+data goes to the shared EncryptedFile of the open-file table. ``__call__`` (fusepy's dispatcher;
+fusebinding.py routes mfusepy's callbacks through it too) is the one place exceptions become errno:
 
 * RealmfsError -> its ``errno``; IntegrityError -> EIO plus one log line naming
   file and page (rate-limited by log.py);
@@ -14,7 +14,7 @@ one place exceptions become errno:
   EINVAL, EBADF, EFAULT... from our own code are bugs, never the application's news;
 * anything else -> EIO plus a traceback in the log.
 
-Nothing reaches fusepy's own handler, whose default is EINVAL.
+Nothing reaches the binding's own handler, whose default is EINVAL.
 
 Invariants
 * Every regular file has one kind, from the config's patterns (``config.kind_of``, the
@@ -49,11 +49,10 @@ import threading
 import time
 from collections import OrderedDict
 
-from fuse import FuseOSError, Operations, fuse_get_context
-
 from ..format import fileheader
 from ..storage import transcode
 from .backingdir import BackingDir, open_quietly, proc_path, set_times
+from .fusebinding import FuseOSError, Operations, fuse_get_context, init_conn
 from ..keys.config import FUSE_HIDDEN_PREFIX, KIND_HEADER, KIND_PLAIN, KIND_REALM, RENAME_TEMP_PREFIX
 from ..errors import IntegrityError, RealmfsError
 from ..format.fileheader import HeaderProblem
@@ -312,14 +311,18 @@ class RealmfsOps(Operations):
         return entry
 
     def readdir(self, path, fh):
+        """Names with their inode numbers (use_ino), so that d_ino matches st_ino as on
+        any other file system; libfuse 3 would otherwise report an unknown inode."""
         path, fd = self._dir(fh)
-        names = [".", ".."]
-        for name in os.listdir(fd):
-            if ((path == "/" and name in self.reserved)
-                    or name.startswith((HIDDEN_PREFIX, RENAME_TEMP_PREFIX))):
-                continue
-            names.append(name)
-        return names
+        entries = [(".", {"st_ino": os.fstat(fd).st_ino}, 0), ".."]
+        with os.scandir(fd) as listing:
+            for entry in listing:
+                name = entry.name
+                if ((path == "/" and name in self.reserved)
+                        or name.startswith((HIDDEN_PREFIX, RENAME_TEMP_PREFIX))):
+                    continue
+                entries.append((name, {"st_ino": entry.inode()}, 0))
+        return entries
 
     def statfs(self, path):
         sv = os.statvfs(self.root.fd)
@@ -534,11 +537,12 @@ class RealmfsOps(Operations):
 
     # ------------------------------------------------------------------ lifecycle
     def init(self, path):
-        """fusepy's init (libfuse 2)."""
+        """fusepy's init (libfuse 2, where there is no connection to set up here)."""
         self.init_with_config(None, None)
 
     def init_with_config(self, conn, config):
         """mfusepy's init: ``config`` is libfuse 3's own fuse_config (None on libfuse 2)."""
+        init_conn(conn)
         self.links.bind(config)
         log.info("mounted %s", self.backing)
 

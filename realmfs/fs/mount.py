@@ -200,17 +200,11 @@ def serve(backing: str, mountpoint: str, key: Key, *, read_only: bool = False,
 
 
 def _import_fuse():
-    """fusepy's FUSE class, or MountFailed saying what to install (imported only here: the
-    CLI must work -- status, init, the offline tools -- without libfuse)."""
-    try:
-        from fuse import FUSE
-    except ImportError:
-        raise MountFailed(f"the Python package fusepy is not installed for {sys.executable}: "
-                          "install it (pip install fusepy) and mount again") from None
-    except OSError as error:    # fusepy raises this when it finds no libfuse
-        raise MountFailed(f"libfuse 2 is missing ({error}): install it (apt-get install fuse "
-                          "libfuse2) and mount again") from None
-    return FUSE
+    """The FUSE class of the chosen binding (fusebinding.py), or MountFailed saying what to
+    install (imported only here: the CLI must work -- status, init, the offline tools --
+    without libfuse)."""
+    from . import fusebinding
+    return fusebinding.FUSE
 
 
 def _serve(backing, mountpoint, key, read_only, extra_options, status) -> int:

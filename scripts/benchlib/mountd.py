@@ -5,7 +5,7 @@
 
 KIND is ``realmfs`` (``realmfs.api.mounted`` with a fresh key; extra FUSE
 options from BENCH_REALMFS_OPTS, e.g. "max_read=131072", to try tuning levers) or
-``loopback`` (a fusepy pass-through without crypto, with realmfs's FUSE options:
+``loopback`` (a pass-through on the daemon's binding without crypto, with realmfs's FUSE options:
 the floor of realmfs's request path; BENCH_LOOPBACK_OPTS replaces the options,
 e.g. "big_writes,kernel_cache" for fusepy's multi-threaded loop).
 
@@ -48,8 +48,8 @@ def serve_realmfs(backing: str, mountpoint: str) -> None:
 
 
 def loopback_options(backing: str, override: str | None) -> dict:
-    """The pass-through's FUSE options: realmfs's own (one request at a time, 128 KiB
-    writes, the same timeouts; kernel_cache standing in for its per-open keep_cache), so
+    """The pass-through's FUSE options: realmfs's own (one request at a time, the same write
+    size and timeouts, on the same binding; kernel_cache standing in for its per-open keep_cache), so
     that the column is the floor of realmfs's request path; BENCH_LOOPBACK_OPTS replaces them."""
     if override is not None:
         options = {}
@@ -67,7 +67,7 @@ def loopback_options(backing: str, override: str | None) -> dict:
 
 
 def serve_loopback(backing: str, mountpoint: str) -> None:
-    from fuse import FUSE
+    from realmfs.fs.fusebinding import FUSE     # the daemon's binding: REALMFS_FUSE=2 for libfuse 2
 
     options = loopback_options(backing, os.environ.get("BENCH_LOOPBACK_OPTS"))
 
@@ -84,7 +84,7 @@ def serve_loopback(backing: str, mountpoint: str) -> None:
 
 
 def _loopback_class():
-    from fuse import FuseOSError, Operations
+    from realmfs.fs.fusebinding import FuseOSError, Operations, init_conn
 
     class Loopback(Operations):
         """Every call forwarded to the same path under the backing directory."""
@@ -95,11 +95,17 @@ def _loopback_class():
         def _p(self, path: str) -> str:
             return self.root + path
 
-        def __call__(self, op, path, *args):
+        def __call__(self, op, path=None, *args):
+            method = getattr(self, op, None)
+            if method is None:
+                raise FuseOSError(errno.ENOSYS)
             try:
-                return super().__call__(op, self._p(path), *args)
+                return method(self._p(path) if isinstance(path, str) else path, *args)
             except OSError as error:
                 raise FuseOSError(error.errno or errno.EIO)
+
+        def init_with_config(self, conn, config):
+            init_conn(conn)         # 1 MiB writes on libfuse 3, as realmfs asks
 
         def getattr(self, path, fh=None):
             st = os.lstat(path)
@@ -162,7 +168,7 @@ def main(argv: list[str]) -> int:
                 import realmfs.api  # noqa: F401
                 from realmfs.keys.keys import Key  # noqa: F401
             else:
-                import fuse  # noqa: F401
+                import realmfs.fs.fusebinding  # noqa: F401
         except Exception as error:  # a half-written module may fail in any way
             print(f"not available: {type(error).__name__}: {error}")
             return 1

@@ -246,7 +246,7 @@ class RealmfsSealWorker(Realmfs):
 
 
 class PyfuseLoopback(_PythonMount):
-    """A fusepy pass-through with no crypto and realmfs's FUSE options: the floor for realmfs."""
+    """A pass-through with no crypto on realmfs's binding and FUSE options: the floor for realmfs."""
 
     name = "pyfuse"
     kind = "loopback"

@@ -283,7 +283,25 @@ def links(_root: str) -> dict:
     return rec.seen
 
 
-SCENARIOS = {"long_paths": long_paths, "times": times, "owners": owners, "links": links}
+# ------------------------------------------------------------------ directory entries
+def entries(_root: str) -> dict:
+    """readdir's d_ino is the st_ino of the same name (find, du and git compare the two)."""
+    rec = Recorder()
+    os.mkdir("d")
+    write_file("d/f", b"x")
+    os.symlink("f", "d/s")
+    os.mkfifo("d/p")
+    os.link("d/f", "d/h")
+    with os.scandir("d") as listing_:
+        rec.seen["d_ino is st_ino"] = {entry.name: entry.inode() == os.lstat(entry.path).st_ino
+                                       for entry in listing_}
+    rec.seen["types"] = sorted((e.name, e.is_dir(follow_symlinks=False), e.is_symlink())
+                               for e in os.scandir("."))
+    return rec.seen
+
+
+SCENARIOS = {"long_paths": long_paths, "times": times, "owners": owners, "links": links,
+             "entries": entries}
 
 
 def main(argv: list[str]) -> int:

@@ -350,16 +350,21 @@ def test_status_and_unmount_of_a_dead_daemon_say_what_happened(env):
     assert mountmod.find_mount(env.mountpoint) is None
 
 
-@pytest.mark.parametrize("missing, advice", [
-    ("raise ImportError('No module named fuse')", "pip install fusepy"),
-    ("raise EnvironmentError('Unable to find libfuse')", "apt-get install fuse libfuse2"),
-])
-def test_missing_fusepy_or_libfuse_is_one_line_saying_what_to_install(env, tmp_path, missing, advice):
-    """A stand-in ``fuse`` module that fails to import the way fusepy does without
-    itself (ImportError) or without libfuse (OSError): exit 9, one line, no mount left."""
+@pytest.mark.parametrize("library", ["missing package", "missing libfuse"])
+def test_missing_binding_or_libfuse_is_one_line_saying_what_to_install(env, tmp_path, library):
+    """A stand-in for the binding in use (mfusepy, or fusepy with REALMFS_FUSE=2) that fails
+    to import the way it does without itself (ImportError) or without libfuse (OSError):
+    exit 9, one line naming what to install, no mount left."""
+    from realmfs.fs import fusebinding
+    module, package, apt = (("mfusepy", "mfusepy", "libfuse3-3") if fusebinding.MAJOR == 3
+                            else ("fuse", "fusepy", "libfuse2"))
+    missing, advice = {
+        "missing package": (f"raise ImportError('No module named {module}')", f"pip install {package}"),
+        "missing libfuse": ("raise OSError('Unable to find libfuse')", f"apt-get install {apt}"),
+    }[library]
     fake = tmp_path / "fake"
     fake.mkdir()
-    (fake / "fuse.py").write_text(missing + "\n")
+    (fake / f"{module}.py").write_text(missing + "\n")
     result = run_cli("mount", "--key-file", env.key_file, "--log-file", env.log_file, env.backing,
                      env.mountpoint, env={"PYTHONPATH": f"{REPO}{os.pathsep}{fake}"})
     assert result.returncode == ExitCode.MOUNT_FAILED, _err(result)

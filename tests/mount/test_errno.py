@@ -8,7 +8,7 @@ import os
 import stat
 
 import pytest
-from fuse import FuseOSError
+from realmfs.fs.fusebinding import FuseOSError
 
 from realmfs.errors import IntegrityError, NotEncrypted, WrongKey
 from realmfs.fs.fuseops import RealmfsOps
@@ -62,6 +62,20 @@ def test_reserved_names_are_invisible(ops, tmp_path):
         ops("getattr", "/.realmfs.conf", None)
     assert info.value.errno == errno.ENOENT
     number = ops("opendir", "/")
-    assert ".realmfs.conf" not in ops("readdir", None, number)
+    names = [entry if isinstance(entry, str) else entry[0] for entry in ops("readdir", None, number)]
+    assert ".realmfs.conf" not in names and "." in names
     os.mkdir(tmp_path / "d")
     assert stat.S_ISDIR(ops("getattr", "/d", None)["st_mode"])
+
+
+def test_mfusepy_callbacks_go_through_the_errno_decision(ops):
+    """mfusepy calls methods by name, not ``__call__``: the binding's adapter must still route
+    every callback through RealmfsOps.__call__ (else a bug would reach the application as
+    mfusepy's EINVAL and never be logged)."""
+    from realmfs.fs.fusebinding import _Dispatched
+    ops.read = _raise(ValueError("bug"))
+    seen = _Dispatched(ops)
+    with pytest.raises(FuseOSError) as info:
+        seen.read("/f.bin", 10, 0, None)
+    assert info.value.errno == errno.EIO
+    assert seen.use_ns is True and seen.ioctl is None      # attributes pass as they are

@@ -127,10 +127,16 @@ def test_an_unprivileged_user_mounts_uses_and_unmounts(user_env, user):
 
 
 def _libfuse_major() -> int:
-    """The libfuse major version the daemon's binding loads (libfuse 2 unless it says)."""
-    from realmfs.fs import mount
-    fuse_class = mount._import_fuse()
-    return getattr(sys.modules[fuse_class.__module__], "fuse_version_major", 2)
+    """The libfuse major version the daemon's binding loads (it reads the same environment)."""
+    from realmfs.fs import fusebinding
+    return fusebinding.MAJOR
+
+
+def test_directory_entries_carry_the_inode_numbers_stat_shows(where):
+    expected, diff = where.compare("entries")
+    assert set(expected["d_ino is st_ino"]) == {"f", "s", "p", "h"}
+    assert all(expected["d_ino is st_ino"].values())
+    assert diff == {}
 
 
 @pytest.mark.parametrize("open_before_link", [False, True], ids=["closed", "open"])
