@@ -24,7 +24,7 @@ echo "== running the tests (unit, pagefile, offline, mount, engine)"
 status=0
 "$VENV_PY" -m pytest -q || status=$?
 echo "== running the mount tests again on the libfuse 2 fallback (REALMFS_FUSE=2, fusepy)"
-REALMFS_FUSE=2 "$VENV_PY" -m pytest -q tests/mount tests/offline/test_mount_roundtrip.py || status=$?
+REALMFS_FUSE=2 "$VENV_PY" -m pytest -q -m "not slow" tests/mount tests/offline/test_mount_roundtrip.py || status=$?
 echo "== running the engine suite again, its databases on a realmfs mount"
 "$VENV_PY" scripts/engine_on_mount.py -q || status=$?
 exit $status

@@ -441,7 +441,7 @@ def test_a_directory_without_config_holding_unencrypted_files_is_refused(vector_
         assert result.returncode == ExitCode.NOT_RECOGNIZED, result
         message = result.stderr.decode().strip()
         assert len(message.splitlines()) == 1 and message.startswith("realmfs: ")
-    assert "notes.txt" in message and "deep/photo.jpg" in message and "x.realm.log" not in message
+    assert "notes.txt" in message and "deep/photo.jpg" in message and "x.realm.log" not in message, message
     assert "realmfs encrypt" in message and "realmfs init" in message
     assert env.current is None and tree_bytes(env.backing) == before
 
