@@ -13,7 +13,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .fs import mount as _mount
+from .fs import launcher, unmounting
 from .errors import Busy
 from .keys.keys import Key, parse_key
 
@@ -40,11 +40,11 @@ class Mount:
         if not self.active:
             return
         try:
-            _mount.unmount(self.mountpoint, lazy=lazy)
+            unmounting.unmount(self.mountpoint, lazy=lazy)
         except Busy:
             if lazy:
                 raise
-            _mount.unmount(self.mountpoint, lazy=True)
+            unmounting.unmount(self.mountpoint, lazy=True)
             self.active = False
             raise
         self.active = False
@@ -54,8 +54,8 @@ class Mount:
 def mounted(backing: str, mountpoint: str, key, *, read_only: bool = False,
             options: list[str] | None = None, log_file: str | None = None, debug: bool = False):
     """Mount ``backing`` on ``mountpoint`` for the duration of the block."""
-    started = _mount.start(backing, mountpoint, _as_key(key), read_only=read_only,
-                           extra_options=options, log_file=log_file, debug=debug)
+    started = launcher.start(backing, mountpoint, _as_key(key), read_only=read_only,
+                             extra_options=options, log_file=log_file, debug=debug)
     handle = Mount(started.backing, started.mountpoint, started.pid, started.log_file)
     try:
         yield handle

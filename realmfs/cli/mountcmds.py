@@ -10,8 +10,7 @@ import logging
 import os
 
 from ..keys import config as configmod
-from ..fs import mount as mountmod
-from ..fs import mounttable
+from ..fs import daemon, launcher, mounttable, unmounting
 from ..storage.backinglock import is_locked, read_owner
 from ..errors import BadPath, Busy
 from ..log import STRICT_ENV, enable_strict, setup_logging
@@ -105,7 +104,7 @@ def _clear_dead_mount(mountpoint: str) -> str | None:
     if entry is None or not mounttable.daemon_gone(entry):
         return None
     try:
-        mountmod.unmount(entry.mountpoint)
+        unmounting.unmount(entry.mountpoint)
     except Busy as error:
         raise BadPath(f"{entry.mountpoint} is a dead realmfs mount (its daemon died) that processes still "
                       f"use ({error}); close them, then run 'realmfs unmount {entry.mountpoint}' "
@@ -130,12 +129,12 @@ def run_mount(args) -> int:
             enable_strict(os.environ[STRICT_ENV])
         logging.getLogger().setLevel(logging.DEBUG if args.debug else logging.INFO)
         logging.getLogger("fuse").setLevel(logging.INFO)   # fusepy logs every errno at DEBUG
-        return mountmod.serve(args.backing, args.mountpoint, key, read_only=args.read_only,
-                              extra_options=args.options, status_fd=args.status_fd)
+        return daemon.serve(args.backing, args.mountpoint, key, read_only=args.read_only,
+                            extra_options=args.options, status_fd=args.status_fd)
     stale = None
     if os.path.isdir(args.backing) and not is_locked(args.backing):
         stale = (read_owner(args.backing) or {}).get("pid")
-    started = mountmod.start(args.backing, args.mountpoint, key, read_only=args.read_only,
+    started = launcher.start(args.backing, args.mountpoint, key, read_only=args.read_only,
                              extra_options=args.options, log_file=args.log_file, debug=args.debug)
     if stale and cleared != started.backing:
         log.warning("took over the lock of %s left by realmfs pid %s, which died while mounting it; %s",
@@ -146,7 +145,7 @@ def run_mount(args) -> int:
 
 
 def run_unmount(args) -> int:
-    entry = mountmod.unmount(args.mountpoint, lazy=args.lazy)
+    entry = unmounting.unmount(args.mountpoint, lazy=args.lazy)
     if entry.daemon_gone:
         print(f"detached the dead mount {entry.mountpoint}: its daemon had died, so nothing could be "
               f"written back or sealed; {_after_dead_daemon(entry.backing)}")

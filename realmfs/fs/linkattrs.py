@@ -24,7 +24,7 @@ attributes have expired, so the daemon sets the attr_timeout of each reply itsel
 * Measured (scripts/bench.py --quick, ratios to plain): attr_timeout 0 for every file
   made SQLite selects 25-110x plain instead of 1.2x; these rules cost nothing there.
 * libfuse keeps an unlinked name that is still open as ``.fuse_hidden*`` (no
-  hard_remove, see mount.py); that name is not one the user can see, so the nlink shown
+  hard_remove, see mountchecks.py); that name is not one the user can see, so the nlink shown
   leaves it out (``shown_nlink``): after ``unlink f3`` with f3 open, f4 shows what ext4
   shows. The daemon counts the hidden names it made (rename to one, unlink of one).
 

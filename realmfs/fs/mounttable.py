@@ -29,7 +29,7 @@ class MountEntry:
     backing: str
     mountpoint: str
     options: str
-    daemon_gone: bool = False     # set by mount.unmount: it detached a dead mount
+    daemon_gone: bool = False     # set by unmounting.unmount: it detached a dead mount
 
 
 def daemon_gone(entry: MountEntry) -> bool:

@@ -58,7 +58,7 @@ def loopback_options(backing: str, override: str | None) -> dict:
             if name:
                 options[name] = value or True
         return options
-    from realmfs.fs.mount import fuse_options
+    from realmfs.fs.mountchecks import fuse_options
     options = fuse_options(backing)
     for own in ("foreground", "fsname", "subtype"):
         options.pop(own, None)

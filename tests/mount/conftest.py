@@ -29,7 +29,7 @@ import pytest
 from realmfs import api
 from realmfs.keys import config
 from realmfs.fs import fusermount
-from realmfs.fs import mount as mountmod
+from realmfs.fs import mounttable
 from realmfs.storage.backinglock import pid_alive, read_owner
 from realmfs.keys.keys import Key
 from realmfs.format.pagecipher import PageCipher
@@ -47,9 +47,9 @@ def fuse_required_and_nothing_left():
     problem = fuse_problem()
     if problem:
         pytest.fail(f"the mount tests need FUSE: {problem}", pytrace=False)
-    before = {e.mountpoint for e in mountmod.realmfs_mounts()}
+    before = {e.mountpoint for e in mounttable.realmfs_mounts()}
     yield
-    left = [e.mountpoint for e in mountmod.realmfs_mounts()
+    left = [e.mountpoint for e in mounttable.realmfs_mounts()
             if e.mountpoint not in before and e.mountpoint in STARTED_MOUNTPOINTS]
     alive = [pid for pid in STARTED_PIDS if pid_alive(pid)]
     for mountpoint in left:
@@ -72,7 +72,7 @@ def _kill(pid: int) -> None:
 
 def force_unmount(mountpoint: str, pid: int | None = None) -> None:
     """Unmount by any means; kill the daemon ``pid`` (one we started) if it lingers."""
-    if mountmod.find_mount(mountpoint) is not None:
+    if mounttable.find_mount(mountpoint) is not None:
         if fusermount.unmount(mountpoint).returncode:
             fusermount.unmount(mountpoint, lazy=True)
     if pid and pid in STARTED_PIDS:
@@ -190,7 +190,7 @@ class Env:
         else:
             mount.unmount()
         assert not pid_alive(mount.pid)
-        assert mountmod.find_mount(self.mountpoint) is None
+        assert mounttable.find_mount(self.mountpoint) is None
 
     def remount(self, **kwargs) -> api.Mount:
         self.unmount()
@@ -211,7 +211,7 @@ class Env:
         if self._context is not None:
             self._context.gen.close()
         self.current, self._context = None, None
-        if mountmod.find_mount(self.mountpoint) is not None:
+        if mounttable.find_mount(self.mountpoint) is not None:
             force_unmount(self.mountpoint, pid)
         for pid in self.pids:
             force_unmount(self.mountpoint, pid)

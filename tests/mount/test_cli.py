@@ -10,7 +10,7 @@ import time
 import pytest
 
 from realmfs.fs import fusermount
-from realmfs.fs import mount as mountmod
+from realmfs.fs import launcher, mounttable
 from realmfs.storage.backinglock import pid_alive, read_owner
 from realmfs.errors import ExitCode
 from realmfs.keys.keys import Key
@@ -69,7 +69,7 @@ def test_cli_mount_unmount_and_key_sources(env):
     env._track(int(read_owner(env.backing)["pid"]))
     result = run_cli("unmount", env.mountpoint)
     assert result.returncode == 0, _err(result)
-    assert mountmod.find_mount(env.mountpoint) is None
+    assert mounttable.find_mount(env.mountpoint) is None
     result = run_cli("unmount", env.mountpoint)
     assert result.returncode == ExitCode.BAD_PATH and "not a realmfs mount" in _err(result)
 
@@ -86,7 +86,7 @@ def test_wrong_key_refused_backing_unchanged(env):
     assert result.returncode == ExitCode.WRONG_KEY, _err(result)
     assert "wrong key" in _err(result) and len(_err(result).strip().splitlines()) == 1
     assert tree_bytes(env.backing) == before
-    assert mountmod.find_mount(env.mountpoint) is None
+    assert mounttable.find_mount(env.mountpoint) is None
 
 
 def test_wrong_key_without_config_checks_page_zero(tmp_path):
@@ -153,7 +153,7 @@ def test_double_mount_refused_with_owner_pid(env, tmp_path):
     assert result.returncode == ExitCode.LOCKED, _err(result)
     assert f"pid {env.current.pid}" in _err(result) and env.mountpoint in _err(result)
     assert len(_err(result).strip().splitlines()) == 1
-    assert mountmod.find_mount(second) is None
+    assert mounttable.find_mount(second) is None
     assert tree_bytes(env.backing) == before
 
 
@@ -169,10 +169,10 @@ def test_busy_unmount_names_the_process_then_lazy(env):
         assert tree_bytes(env.backing) == before
         assert slurp(env.m("held")) == b"x"                          # still mounted and serving
         assert f"pid {holder.pid}" in _err(result) and "sleep" in _err(result)
-        assert mountmod.find_mount(env.mountpoint) is not None
+        assert mounttable.find_mount(env.mountpoint) is not None
         result = run_cli("unmount", "--lazy", env.mountpoint)
         assert result.returncode == 0, _err(result)
-        assert mountmod.find_mount(env.mountpoint) is None
+        assert mounttable.find_mount(env.mountpoint) is None
         assert pid_alive(env.current.pid)        # still serving the open file
     finally:
         holder.kill()
@@ -205,7 +205,7 @@ def test_sigterm_seals_even_while_mapped(env):
     os.kill(pid, signal.SIGTERM)
     assert _wait_gone(pid)
     env.forget_mount()
-    assert mountmod.find_mount(env.mountpoint) is None
+    assert mounttable.find_mount(env.mountpoint) is None
     assert env.decrypt("f.bin")[100:110] == b"sigtermok!"
 
 
@@ -255,7 +255,7 @@ def test_api_mount_is_a_context_manager(tmp_path):
         with api.mounted(env.backing, env.mountpoint, env.key.hex(), log_file=env.log_file) as m:
             STARTED_PIDS.add(m.pid)
             spit(m.path("x"), b"api")
-        assert mountmod.find_mount(env.mountpoint) is None and not pid_alive(m.pid)
+        assert mounttable.find_mount(env.mountpoint) is None and not pid_alive(m.pid)
         with pytest.raises(Exception) as info:
             with api.mounted(env.backing, env.mountpoint, Key.generate()):
                 pass
@@ -280,7 +280,7 @@ def test_key_never_on_the_daemon_command_line_or_environment(env):
 def test_options_read_only_and_allow_other_pass_through(env):
     result = env.mount_cli("--read-only", "-o", "allow_other")
     assert result.returncode == 0, _err(result)
-    options = mountmod.find_mount(env.mountpoint).options.split(",")
+    options = mounttable.find_mount(env.mountpoint).options.split(",")
     assert "ro" in options and "allow_other" in options
     with pytest.raises(OSError):
         spit(env.m("x"), b"no")
@@ -297,9 +297,9 @@ def test_sigterm_while_busy_detaches_and_seals_at_last_close(env):
     try:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while mountmod.find_mount(env.mountpoint) is not None and time.monotonic() < deadline:
+        while mounttable.find_mount(env.mountpoint) is not None and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert mountmod.find_mount(env.mountpoint) is None         # detached from the namespace
+        assert mounttable.find_mount(env.mountpoint) is None         # detached from the namespace
         os.pwrite(fd, b"written after SIGTERM", 0)                  # still served
         assert pid_alive(pid)
     finally:
@@ -319,7 +319,7 @@ def test_foreground_mount_and_ctrl_c(env):
     STARTED_PIDS.add(proc.pid)
     try:
         deadline = time.monotonic() + 20
-        while mountmod.find_mount(env.mountpoint) is None and time.monotonic() < deadline:
+        while mounttable.find_mount(env.mountpoint) is None and time.monotonic() < deadline:
             assert proc.poll() is None, proc.stderr.read().decode()
             time.sleep(0.02)
         spit(env.m("fg.txt"), b"foreground")
@@ -330,7 +330,7 @@ def test_foreground_mount_and_ctrl_c(env):
             proc.kill()
             proc.wait()
         proc.stderr.close()
-    assert mountmod.find_mount(env.mountpoint) is None
+    assert mounttable.find_mount(env.mountpoint) is None
     assert env.decrypt("fg.txt") == b"foreground"
 
 
@@ -347,7 +347,7 @@ def test_status_and_unmount_of_a_dead_daemon_say_what_happened(env):
     assert result.returncode == 0, _err(result)
     assert "detached the dead mount" in out and f"realmfs verify {env.backing}" in out, out
     assert "sealed" not in out.replace("nothing could be written back or sealed", "")
-    assert mountmod.find_mount(env.mountpoint) is None
+    assert mounttable.find_mount(env.mountpoint) is None
 
 
 @pytest.mark.parametrize("library", ["missing package", "missing libfuse"])
@@ -370,14 +370,14 @@ def test_missing_binding_or_libfuse_is_one_line_saying_what_to_install(env, tmp_
     assert result.returncode == ExitCode.MOUNT_FAILED, _err(result)
     assert advice in _err(result) and len(_err(result).strip().splitlines()) == 1, _err(result)
     assert "Traceback" not in _err(result)
-    assert mountmod.find_mount(env.mountpoint) is None
+    assert mounttable.find_mount(env.mountpoint) is None
 
 
 def test_a_mount_prunes_stale_daemon_logs_and_names_its_backing(env, tmp_path, monkeypatch):
     from realmfs.fs import logfiles
     run_dir = tmp_path / "run"
     os.mkdir(run_dir)
-    monkeypatch.setattr(mountmod, "runtime_dir", lambda: str(run_dir))
+    monkeypatch.setattr(launcher, "runtime_dir", lambda: str(run_dir))
     stale = os.path.join(run_dir, logfiles.log_name(str(tmp_path / "gone")))
     logfiles.write_head(stale, str(tmp_path / "gone"))
     mount = env.mount(log_file=None)

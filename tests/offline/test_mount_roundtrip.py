@@ -90,7 +90,7 @@ def test_rekey_and_mount_exclude_each_other(tmp_path, mount_guard, run):
 
 
 def test_init_with_passphrase_then_mount_with_it(tmp_path, run):
-    from realmfs.fs import mount as mountmod
+    from realmfs.fs import mounttable
     from realmfs.errors import ExitCode
     os.mkdir(tmp_path / "backing")
     os.mkdir(tmp_path / "mnt")
@@ -107,7 +107,7 @@ def test_init_with_passphrase_then_mount_with_it(tmp_path, run):
         with open(tmp_path / "mnt" / "y.txt", "wb") as f:
             f.write(b"hello")
     finally:
-        if run("unmount", tmp_path / "mnt").code != 0 and mountmod.find_mount(str(tmp_path / "mnt")):
+        if run("unmount", tmp_path / "mnt").code != 0 and mounttable.find_mount(str(tmp_path / "mnt")):
             fusermount.unmount(str(tmp_path / "mnt"), lazy=True)
     out = run("decrypt", tmp_path / "backing", tmp_path / "plain", "--passphrase-file", tmp_path / "pw")
     assert out.code == 0, out

@@ -154,7 +154,7 @@ def test_engine_never_imports_realmfs():
     ("tools/verify.py", "from ..fs import mounttable\n"),
     ("fs/fuseops.py", "def late():\n    from ..tools import offline\n"),
     ("keys/config.py", "import realmfs.storage.transcode\n"),
-    ("fs/mount.py", "def late():\n    import mfusepy\n"),
+    ("fs/daemon.py", "def late():\n    import mfusepy\n"),
 ])
 def test_a_back_edge_fails(tmp_path, monkeypatch, edge):
     """The check can fail: a copy of the package with one back-edge added is refused."""
