@@ -87,6 +87,7 @@ class _Timespec(ctypes.Structure):
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _libc.utimensat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_Timespec), ctypes.c_int]
+_libc.futimens.argtypes = [ctypes.c_int, ctypes.POINTER(_Timespec)]
 
 
 def _timespec(ns: int) -> _Timespec:
@@ -95,9 +96,13 @@ def _timespec(ns: int) -> _Timespec:
     return _Timespec(*divmod(ns, _NS))
 
 
-def set_times(dir_fd: int, name: str, atime_ns: int | None, mtime_ns: int | None) -> None:
-    """utimensat(dir_fd, name, ..., AT_SYMLINK_NOFOLLOW); None for both means now."""
+def set_times(dir_fd: int, name: str | None, atime_ns: int | None, mtime_ns: int | None) -> None:
+    """utimensat(dir_fd, name, ..., AT_SYMLINK_NOFOLLOW); with ``name`` None, of the file
+    ``dir_fd`` itself (futimens). None for both times means now."""
     times = None if atime_ns is None else (_Timespec * 2)(_timespec(atime_ns), _timespec(mtime_ns))
-    if _libc.utimensat(dir_fd, os.fsencode(name), times, _AT_SYMLINK_NOFOLLOW) != 0:
+    # glibc's utimensat refuses a NULL name (EINVAL), unlike the system call: futimens
+    done = (_libc.futimens(dir_fd, times) if name is None
+            else _libc.utimensat(dir_fd, os.fsencode(name), times, _AT_SYMLINK_NOFOLLOW))
+    if done != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), name)

@@ -1,8 +1,9 @@
 """The FUSE library the daemon runs on, chosen once per process, and how RealmfsOps meets it.
 
 libfuse 3 through mfusepy is the default: 1 MiB write requests (set in init, where libfuse 3
-takes ``max_write``; the kernel's ``max_pages`` follows from it), and ftruncate arrives with its file
-handle, which matters because the mount asks for no paths on handle-based calls
+takes ``max_write``; the kernel's ``max_pages`` follows from it), and a setattr on an open file
+(ftruncate, and the times, mode or owner the kernel may set through a handle) arrives with
+its file handle, which matters because the mount asks for no paths on handle-based calls
 (``nullpath_ok``): mfusepy would drop the handle and pass no path either. ``REALMFS_FUSE=2``
 selects fusepy on libfuse 2, the fallback that CI runs every mount test on as well.
 
@@ -27,6 +28,11 @@ ENV = "REALMFS_FUSE"
 MAX_WRITE_LIBFUSE3 = 1 << 20    # bytes per write request (libfuse 3's and the kernel's ceiling)
 MAX_WRITE_LIBFUSE2 = 128 << 10  # libfuse 2's ceiling (with big_writes)
 _FUSE_CAP_AUTO_INVAL_DATA = 1 << 12     # libfuse 3's fuse_common.h
+_FUSE_CAP_WRITEBACK_CACHE = 1 << 16
+# An experiment for scripts/bench.py (target realmfs-writeback), not a user option: the
+# kernel's writeback cache breaks what docs/mount.md promises for hard links and .realm
+# sizes (docs/performance.md).
+WRITEBACK_ENV = "REALMFS_EXPERIMENT_WRITEBACK_CACHE"
 
 
 def _wanted_major() -> int:
@@ -97,10 +103,15 @@ def _handle(fuse, fip):
     return fip.contents if fuse.raw_fi else fip.contents.fh
 
 
+def _unchanged_id(value: int, ctype) -> int:
+    """chown's -1 (leave unchanged) arrives as the unsigned type's largest value."""
+    return -1 if ctype(value + 1).value == 0 else value
+
+
 if MAJOR == 3:
     class FUSE(_library.FUSE):
-        """mfusepy's FUSE with callbacks through ``__call__`` and ftruncate's handle kept
-        (the kernel sends a handle with no setattr but ftruncate's)."""
+        """mfusepy's FUSE with callbacks through ``__call__``, and the file handle of a
+        setattr (ftruncate; times, mode or owner the kernel sets on an open file) passed on."""
 
         def __init__(self, operations, mountpoint, **kwargs):
             kwargs.pop("big_writes", None)        # libfuse 2 only; libfuse 3 always allows big writes
@@ -109,6 +120,20 @@ if MAJOR == 3:
 
         def truncate_fuse_3(self, path, length, fip):
             return self.operations.truncate(_decode(self, path), length, _handle(self, fip))
+
+        def chmod_fuse_3(self, path, mode, fip):
+            return self.operations.chmod(_decode(self, path), mode, _handle(self, fip))
+
+        def chown_fuse_3(self, path, uid, gid, fip):
+            return self.operations.chown(_decode(self, path), _unchanged_id(uid, _library.c_uid_t),
+                                         _unchanged_id(gid, _library.c_gid_t), _handle(self, fip))
+
+        def utimens_fuse_3(self, path, buf, fip):
+            times = None
+            if buf:
+                times = (_library.time_of_timespec(buf.contents.actime, use_ns=self.use_ns),
+                         _library.time_of_timespec(buf.contents.modtime, use_ns=self.use_ns))
+            return self.operations.utimens(_decode(self, path), times, _handle(self, fip))
 else:
     FUSE = _library.FUSE
 
@@ -125,6 +150,8 @@ def init_conn(conn) -> None:
         return
     conn.max_write = MAX_WRITE_LIBFUSE3
     conn.want &= ~_FUSE_CAP_AUTO_INVAL_DATA
+    if os.environ.get(WRITEBACK_ENV) == "1":
+        conn.want |= _FUSE_CAP_WRITEBACK_CACHE
 
 
 def max_write() -> int:

@@ -335,18 +335,30 @@ class RealmfsOps(Operations):
             raise FuseOSError(errno.ENOENT)
         return 0
 
-    def chmod(self, path, mode):
+    # A setattr that comes with a file handle (libfuse 3 then gives no path: nullpath_ok)
+    # goes to the open backing file; the kernel sends one e.g. when it writes back
+    # cached times.
+    def chmod(self, path, mode, fh=None):
+        if fh:
+            os.fchmod(self._handle(fh).open_file.fd, stat.S_IMODE(mode))
+            return
         with self._at(path) as (dir_fd, name):
             try:
                 os.chmod(name, stat.S_IMODE(mode), dir_fd=dir_fd, follow_symlinks=False)
             except ValueError:       # CPython's answer for a symlink: Linux has no lchmod
                 raise FuseOSError(errno.EOPNOTSUPP) from None
 
-    def chown(self, path, uid, gid):
+    def chown(self, path, uid, gid, fh=None):
+        if fh:
+            os.fchown(self._handle(fh).open_file.fd, uid, gid)
+            return
         with self._at(path) as (dir_fd, name):
             os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
 
-    def utimens(self, path, times=None):
+    def utimens(self, path, times=None, fh=None):
+        if fh:
+            set_times(self._handle(fh).open_file.fd, None, *(times or (None, None)))
+            return
         with self._at(path) as (dir_fd, name):
             set_times(dir_fd, name, *(times or (None, None)))
 

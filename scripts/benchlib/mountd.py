@@ -133,7 +133,14 @@ def _loopback_class():
         unlink = lambda self, path: os.unlink(path)
         utimens = lambda self, path, times=None: os.utime(path, times)
         readlink = lambda self, path: os.readlink(path)
-        open = lambda self, path, flags: os.open(path, flags)
+        def open(self, path, flags):
+            # the kernel sends explicit offsets, and with the writeback cache it reads
+            # through any handle: no O_APPEND (pwrite would ignore the offset), no O_WRONLY
+            flags &= ~os.O_APPEND
+            if flags & os.O_ACCMODE == os.O_WRONLY:
+                flags = flags & ~os.O_ACCMODE | os.O_RDWR
+            return os.open(path, flags)
+
         # O_RDWR, not O_WRONLY: the kernel reads through this fh too (mmap page faults).
         create = lambda self, path, mode, fi=None: os.open(path, os.O_RDWR | os.O_CREAT, mode)
         read = lambda self, path, size, offset, fh: os.pread(fh, size, offset)

@@ -252,5 +252,19 @@ class PyfuseLoopback(_PythonMount):
     kind = "loopback"
 
 
-ALL = {cls.name: cls for cls in (Target, Realmfs, Gocryptfs, Securefs, PyfuseLoopback, RealmfsSealWorker)}
+class RealmfsWriteback(Realmfs):
+    """realmfs with the kernel's writeback cache (libfuse 3 only; an experiment, see
+    realmfs/fs/fusebinding.py): what the request path could gain, measured in the same run."""
+    name = "realmfs-writeback"
+    extra_env = {"REALMFS_EXPERIMENT_WRITEBACK_CACHE": "1"}
+
+
+class PyfuseWriteback(PyfuseLoopback):
+    """The crypto-free floor with the writeback cache: the best this request path reaches."""
+    name = "pyfuse-writeback"
+    extra_env = {"REALMFS_EXPERIMENT_WRITEBACK_CACHE": "1"}
+
+
+ALL = {cls.name: cls for cls in (Target, Realmfs, Gocryptfs, Securefs, PyfuseLoopback, RealmfsSealWorker,
+                                  RealmfsWriteback, PyfuseWriteback)}
 DEFAULT = ["plain", "realmfs", "gocryptfs", "securefs", "pyfuse"]

@@ -207,3 +207,30 @@ def test_sizes_of_closed_files_are_never_stale(mnt):
         assert len(slurp(path)) == size
     mnt.remount()
     assert os.path.getsize(path) == 1
+
+
+def test_setattr_through_a_handle_reaches_the_open_file(env, monkeypatch):
+    """With the kernel's writeback cache (an experiment here, realmfs/fs/fusebinding.py) the
+    kernel sets times through the file handle, and libfuse 3 then gives no path: the
+    daemon must use the handle (it once took the missing path for a bug: EIO)."""
+    from realmfs.fs import fusebinding
+    if fusebinding.MAJOR != 3:
+        pytest.skip("the writeback cache needs libfuse 3")
+    monkeypatch.setenv(fusebinding.WRITEBACK_ENV, "1")
+    env.mount()
+    data = os.urandom(5 * 4096 + 7)
+    fd = os.open(env.m("f.bin"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.ftruncate(fd, len(data) - 7)
+        os.fchmod(fd, 0o600)
+        os.utime(fd, ns=(1_000_000_000_123, 2_000_000_000_456))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    st = os.stat(env.m("f.bin"))
+    env.unmount()
+    backing = os.stat(env.b("f.bin"))
+    assert (backing.st_mtime_ns, stat.S_IMODE(backing.st_mode)) == (2_000_000_000_456, 0o600)
+    assert (st.st_size, st.st_mtime_ns) == (len(data) - 7, 2_000_000_000_456)
+    assert env.decrypt("f.bin") == data[:-7]
