@@ -126,12 +126,13 @@ def _loopback_class():
             if not os.access(path, mode):
                 raise FuseOSError(errno.EACCES)
 
-        chmod = lambda self, path, mode: os.chmod(path, mode)
-        chown = lambda self, path, uid, gid: os.chown(path, uid, gid)
+        # setattr may come with a file handle (libfuse 3); the path is always there too
+        chmod = lambda self, path, mode, fh=None: os.chmod(path, mode)
+        chown = lambda self, path, uid, gid, fh=None: os.chown(path, uid, gid)
         mkdir = lambda self, path, mode: os.mkdir(path, mode)
         rmdir = lambda self, path: os.rmdir(path)
         unlink = lambda self, path: os.unlink(path)
-        utimens = lambda self, path, times=None: os.utime(path, times)
+        utimens = lambda self, path, times=None, fh=None: os.utime(path, times)
         readlink = lambda self, path: os.readlink(path)
         def open(self, path, flags):
             # the kernel sends explicit offsets, and with the writeback cache it reads
