@@ -259,6 +259,13 @@ class RealmfsWriteback(Realmfs):
     extra_env = {"REALMFS_EXPERIMENT_WRITEBACK_CACHE": "1"}
 
 
+class RealmfsLibfuse2(Realmfs):
+    """realmfs on the libfuse 2 fallback (REALMFS_FUSE=2: fusepy, 128 KiB writes), to compare
+    the two bindings in one run."""
+    name = "realmfs-libfuse2"
+    extra_env = {"REALMFS_FUSE": "2"}
+
+
 class PyfuseWriteback(PyfuseLoopback):
     """The crypto-free floor with the writeback cache: the best this request path reaches."""
     name = "pyfuse-writeback"
@@ -266,5 +273,5 @@ class PyfuseWriteback(PyfuseLoopback):
 
 
 ALL = {cls.name: cls for cls in (Target, Realmfs, Gocryptfs, Securefs, PyfuseLoopback, RealmfsSealWorker,
-                                  RealmfsWriteback, PyfuseWriteback)}
+                                  RealmfsWriteback, PyfuseWriteback, RealmfsLibfuse2)}
 DEFAULT = ["plain", "realmfs", "gocryptfs", "securefs", "pyfuse"]
