@@ -7,6 +7,7 @@ exit code). Progress goes to stderr, only on a terminal.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -133,6 +134,23 @@ def _backing_of(path: str) -> str | None:
     return path if os.path.isdir(path) else None
 
 
+@contextlib.contextmanager
+def _ctrl_c_leaves_nothing(dst: str):
+    """Ctrl-C during encrypt/decrypt: the output was built under a temporary name, which
+    the tool removed (offline._publishing), so say that nothing was written."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if dst == "-":
+            raise Interrupted("interrupted: what reached standard output is incomplete; "
+                              "run the command again") from None
+        if os.path.lexists(dst):    # Ctrl-C between the rename into place and its fsync
+            raise Interrupted(f"interrupted just after {dst} was written; check it with "
+                              f"'realmfs verify {dst}' ...key options") from None
+        raise Interrupted(f"interrupted: {dst} was not created (nothing was written); "
+                          "run the command again") from None
+
+
 # ---------------------------------------------------------------------- handlers
 def _stdin_taken(args) -> bool:
     if getattr(args, "key_stdin", False):
@@ -153,7 +171,7 @@ def run_encrypt(args) -> int:
                   "use a key for a single file", file=sys.stderr)
             return ExitCode.USAGE
         key, slots = key_from_args(args), []
-    with _progress("encrypt") as progress:
+    with _ctrl_c_leaves_nothing(args.dst), _progress("encrypt") as progress:
         result = offline.encrypt(args.src, args.dst, key, realm_pattern=args.realm_pattern,
                                  realm_layout=_LAYOUTS[args.layout], keyslot_list=slots, progress=progress)
     for name in result.padded:
@@ -169,7 +187,7 @@ def _encrypt_stdin(args) -> int:
     if _stdin_taken(args):
         return ExitCode.USAGE
     key = key_from_args(args)
-    with _progress("encrypt") as progress:
+    with _ctrl_c_leaves_nothing(args.dst), _progress("encrypt") as progress:
         result = offline.encrypt_stream(sys.stdin.buffer, args.dst, key, realm_pattern=args.realm_pattern,
                                         realm_layout=_LAYOUTS[args.layout], progress=progress)
     if result.padded:
@@ -179,7 +197,7 @@ def _encrypt_stdin(args) -> int:
 
 
 def _decrypt_stdout(args, key) -> int:
-    with _progress("decrypt") as progress:
+    with _ctrl_c_leaves_nothing("-"), _progress("decrypt") as progress:
         result = offline.decrypt_to_stream(args.src, sys.stdout.buffer, key, skip_damaged=args.skip_damaged,
                                            realm_layout=_LAYOUTS[args.layout], progress=progress)
     _report_zeroed(result.zeroed, sys.stderr)   # standard output carries the data
@@ -198,7 +216,7 @@ def run_decrypt(args) -> int:
     key = key_from_args(args, backing=_backing_of(args.src))
     if args.dst == "-":
         return _decrypt_stdout(args, key)
-    with _progress("decrypt") as progress:
+    with _ctrl_c_leaves_nothing(args.dst), _progress("decrypt") as progress:
         result = offline.decrypt(args.src, args.dst, key, skip_damaged=args.skip_damaged,
                                  realm_layout=_LAYOUTS[args.layout], progress=progress)
     print(f"decrypted {len(result.files)} file(s), {result.bytes} bytes, into {args.dst}")

@@ -353,5 +353,8 @@ def test_ctrl_c_of_any_command_exits_130(tmp_path):
     assert proc.poll() is None and any(n.startswith("out.bin") for n in os.listdir(tmp_path))
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and err.decode().strip() == "realmfs: interrupted", err
+    message = err.decode().strip()
+    assert proc.returncode == 130 and message.startswith("realmfs: interrupted: "), err
+    assert "out.bin was not created" in message and "run the command again" in message, message
+    assert len(message.splitlines()) == 1, message
     assert not os.path.exists(tmp_path / "out.bin")
