@@ -52,10 +52,26 @@ class RateLimit(logging.Filter):
         return count < self.burst
 
 
-def setup_logging(debug: bool = False, logfile: str | None = None) -> None:
+class _RotatingWithHead(logging.handlers.RotatingFileHandler):
+    """Rotation that starts every new file with ``head`` (the default log's line naming its
+    backing directory, which pruning reads: fs/logfiles.py)."""
+
+    def __init__(self, filename: str, head: str | None, **kwargs):
+        self.head = head
+        super().__init__(filename, **kwargs)
+
+    def doRollover(self) -> None:
+        super().doRollover()
+        if self.head and self.stream is not None:
+            self.stream.write(self.head + "\n")
+            self.stream.flush()
+
+
+def setup_logging(debug: bool = False, logfile: str | None = None, head: str | None = None) -> None:
+    """Log to stderr, or to ``logfile`` (rotated; each new file starts with ``head``)."""
     if logfile:
-        handler = logging.handlers.RotatingFileHandler(logfile, maxBytes=LOG_FILE_MAX_BYTES,
-                                                       backupCount=LOG_FILE_BACKUPS)
+        handler = _RotatingWithHead(logfile, head, maxBytes=LOG_FILE_MAX_BYTES,
+                                    backupCount=LOG_FILE_BACKUPS)
     else:
         handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(_DEBUG_FORMAT if debug or logfile else _FORMAT))

@@ -10,7 +10,7 @@ import logging
 import os
 
 from ..keys import config as configmod
-from ..fs import daemon, launcher, mounttable, unmounting
+from ..fs import daemon, launcher, logfiles, mounttable, unmounting
 from ..storage.backinglock import is_locked, read_owner
 from ..errors import BadPath, Busy
 from ..log import STRICT_ENV, enable_strict, setup_logging
@@ -124,7 +124,11 @@ def run_mount(args) -> int:
             if os.fork():
                 os._exit(0)
         if args.log_file:
-            setup_logging(debug=args.debug, logfile=args.log_file)
+            # the default log keeps its first line, naming the backing directory, across
+            # rotations: pruning reads it (fs/logfiles.py)
+            default = os.path.basename(args.log_file) == logfiles.log_name(args.backing)
+            setup_logging(debug=args.debug, logfile=args.log_file,
+                          head=logfiles.head_line(args.backing) if default else None)
         if os.environ.get(STRICT_ENV):
             enable_strict(os.environ[STRICT_ENV])
         logging.getLogger().setLevel(logging.DEBUG if args.debug else logging.INFO)

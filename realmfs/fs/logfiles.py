@@ -34,11 +34,16 @@ def log_name(backing: str) -> str:
     return f"{os.path.basename(real) or 'root'}-{tag}.log"
 
 
+def head_line(backing: str) -> str:
+    """The first line of every log file of ``backing`` (also after each rotation)."""
+    return f"{HEAD_PREFIX}{os.path.realpath(backing)}"
+
+
 def write_head(log_file: str, backing: str) -> None:
     """Start a new (empty) log with the line that names its backing directory."""
     if not os.path.exists(log_file) or os.path.getsize(log_file) == 0:
         with open(log_file, "a") as f:
-            f.write(f"{HEAD_PREFIX}{os.path.realpath(backing)}\n")
+            f.write(head_line(backing) + "\n")
 
 
 def _backing_of(path: str) -> str | None:

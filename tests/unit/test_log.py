@@ -35,6 +35,26 @@ def test_a_log_file_is_rotated_and_stays_bounded(tmp_path, monkeypatch, root_log
     assert "line 00000" not in "".join(f.read_text() for f in files)
 
 
+def test_a_rotated_default_log_still_names_its_backing_directory(tmp_path, monkeypatch, root_logger):
+    """Pruning (fs/logfiles.py) reads a log's first line to learn its backing directory:
+    every file a rotation starts must begin with it, or a live log looks orphaned."""
+    from realmfs.fs import logfiles
+    monkeypatch.setattr(logmod, "LOG_FILE_MAX_BYTES", 10_000)
+    backing = tmp_path / "backing"
+    backing.mkdir()
+    path = tmp_path / logfiles.log_name(str(backing))
+    logfiles.write_head(str(path), str(backing))
+    logmod.setup_logging(logfile=str(path), head=logfiles.head_line(str(backing)))
+    for number in range(500):
+        logging.getLogger("realmfs.test").warning(f"line {number:05d} " + "x" * 60)
+    files = sorted(tmp_path.glob(path.name + "*"))
+    assert len(files) == 3
+    for f in files:
+        assert logfiles._backing_of(str(f)) == str(backing), f
+    backing.rmdir()
+    assert set(logfiles.prune(str(tmp_path))) == {str(f) for f in files}   # gone: all of it pruned
+
+
 def test_the_same_warning_is_let_through_in_bursts(tmp_path, root_logger):
     path = tmp_path / "daemon.log"
     logmod.setup_logging(logfile=str(path))
