@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .fs import launcher, unmounting
 from .errors import Busy
-from .keys.keys import Key, parse_key
+from .keys.key import Key, parse_key
 
 
 def _as_key(key) -> Key:

@@ -23,7 +23,7 @@ sys.path.insert(0, REPO)
 
 from realmfs import api
 from realmfs.keys import config  # noqa: E402
-from realmfs.keys.keys import Key  # noqa: E402
+from realmfs.keys.key import Key  # noqa: E402
 
 
 def verify_backing(backing: str, key: Key) -> bool:

@@ -25,7 +25,7 @@ import sys
 from ..keys import config as configmod
 from ..keys import keyslots
 from ..errors import BadPath, ExitCode, KeyFormatError, WrongPassphrase
-from ..keys.keys import KEY_ENV, Key, key_from_env, parse_key, read_key_file
+from ..keys.key import KEY_ENV, Key, key_from_env, parse_key, read_key_file
 
 
 def add_key_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:

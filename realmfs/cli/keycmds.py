@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import ExitCode
-from ..keys.keys import Key, read_key_file, write_key_file
+from ..keys.key import Key, read_key_file, write_key_file
 
 
 def register(sub) -> None:

@@ -37,7 +37,7 @@ from .mountchecks import check_backing, check_paths, fuse_options
 from .mounttable import realmfs_mounts
 from .unmounting import detach
 from ..errors import MountFailed, RealmfsError
-from ..keys.keys import Key
+from ..keys.key import Key
 from ..format.pagecipher import PageCipher
 
 log = logging.getLogger(__name__)

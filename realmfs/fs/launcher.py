@@ -33,7 +33,7 @@ from .daemon import READY_TIMEOUT
 from .mountchecks import check_backing, check_paths, fuse_options
 from .mounttable import realmfs_mounts
 from ..errors import MountFailed, RealmfsError
-from ..keys.keys import KEY_ENV, Key
+from ..keys.key import KEY_ENV, Key
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from ..storage import backingscan
 from ..storage.backinglock import refuse_if_overlapping
 from .mounttable import FSNAME_PREFIX, is_mountpoint
 from ..errors import BadPath, NotRecognized
-from ..keys.keys import Key
+from ..keys.key import Key
 
 
 def check_paths(backing: str, mountpoint: str) -> tuple[str, str]:

@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ..durable import TEMP_SUFFIX, write_atomically
 from ..errors import AlreadyExists, BadPath, Damaged, WrongKey
-from .keys import Key
+from .key import Key
 
 CONFIG_NAME = ".realmfs.conf"
 LOCK_NAME = ".realmfs.lock"

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 
 from ..errors import AlreadyExists, KeyringError
-from .keys import Key, parse_key
+from .key import Key, parse_key
 
 SERVICE = "realmfs"
 BACKEND_ENV = "REALMFS_KEYRING"

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ..errors import Damaged, WrongPassphrase
-from .keys import Key
+from .key import Key
 
 PASSPHRASE = "passphrase"
 KEYFILE = "keyfile"

@@ -31,7 +31,7 @@ from ..format.detect import PLAIN_REALM_PROBE, first_page, has_realm_iv_table, h
     looks_like_plain_realm
 from ..errors import Damaged, NotEncrypted, RekeyInProgress, WrongKey
 from ..format.fileheader import HeaderProblem, unpack_page
-from ..keys.keys import Key
+from ..keys.key import Key
 from ..format.pagecipher import PageCipher
 from .pagefile import open_backing
 

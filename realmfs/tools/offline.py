@@ -50,7 +50,7 @@ from ..errors import (
     RekeyInProgress,
     WrongKey,
 )
-from ..keys.keys import Key, write_key_file
+from ..keys.key import Key, write_key_file
 from ..format.layout import HEADER_SIZE, PAGE_SIZE
 from ..format.pagecipher import PageCipher
 from ..storage.pagefile import open_backing

@@ -32,7 +32,7 @@ from ..storage.backinglock import BackingLock
 from ..keys.config import KIND_HEADER, KIND_REALM, TOOL_TEMP_SUFFIX
 from ..durable import fsync_dir, keep_metadata
 from ..errors import AlreadyExists, BadPath, Damaged, IntegrityError, NotEncrypted, WrongKey
-from ..keys.keys import Key, read_key_file, write_key_file
+from ..keys.key import Key, read_key_file, write_key_file
 from .offline import directory_stats, temp_for
 from ..format.pagecipher import PageCipher
 from ..storage.pagefile import open_backing

@@ -26,7 +26,7 @@ from ..format import fileheader
 from ..storage.backinglock import BackingLock, refuse_if_overlapping
 from ..durable import write_atomically
 from ..errors import AlreadyExists, BadPath, Damaged
-from ..keys.keys import Key
+from ..keys.key import Key
 from ..format.layout import (
     HEADER_SIZE,
     PAGE_SIZE,

@@ -36,7 +36,7 @@ from ..format.detect import PLAIN_REALM_PROBE, detect_realm_layout, first_page, 
     looks_like_plain_realm
 from ..errors import BadPath, RekeyInProgress, WrongKey
 from ..format.fileheader import HeaderProblem
-from ..keys.keys import Key
+from ..keys.key import Key
 from ..format.layout import (
     ENTRY_SIZE,
     HEADER_SIZE,

@@ -34,7 +34,7 @@ from targets import is_mounted  # noqa: E402  (this script runs from benchlib/)
 def serve_realmfs(backing: str, mountpoint: str) -> None:
     from realmfs.keys import config
     from realmfs.api import mounted
-    from realmfs.keys.keys import Key
+    from realmfs.keys.key import Key
 
     key = Key.generate()
     if config.load(backing) is None:
@@ -174,7 +174,7 @@ def main(argv: list[str]) -> int:
         try:
             if kind == "realmfs":
                 import realmfs.api  # noqa: F401
-                from realmfs.keys.keys import Key  # noqa: F401
+                from realmfs.keys.key import Key  # noqa: F401
             else:
                 import realmfs.fs.fusebinding  # noqa: F401
         except Exception as error:  # a half-written module may fail in any way

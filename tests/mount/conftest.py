@@ -31,7 +31,7 @@ from realmfs.keys import config
 from realmfs.fs import fusermount
 from realmfs.fs import mounttable
 from realmfs.storage.backinglock import pid_alive, read_owner
-from realmfs.keys.keys import Key
+from realmfs.keys.key import Key
 from realmfs.format.pagecipher import PageCipher
 from realmfs.storage.pagefile import open_backing
 from tests.fusecheck import fuse_problem

@@ -28,7 +28,7 @@ import engine
 from realmfs.keys import config as configmod
 from realmfs.format import fileheader
 from realmfs.errors import ExitCode, NotRecognized
-from realmfs.keys.keys import Key
+from realmfs.keys.key import Key
 from realmfs.format.layout import HEADER_SIZE, PAGE_SIZE
 from realmfs.format.pagecipher import PageCipher
 from realmfs.storage.pagefile import open_backing

@@ -13,7 +13,7 @@ from realmfs.fs import fusermount
 from realmfs.fs import launcher, mounttable
 from realmfs.storage.backinglock import pid_alive, read_owner
 from realmfs.errors import ExitCode
-from realmfs.keys.keys import Key
+from realmfs.keys.key import Key
 from realmfs.format.pagecipher import PageCipher
 from realmfs.storage.pagefile import open_backing
 

@@ -12,7 +12,7 @@ from realmfs.fs.fusebinding import FuseOSError
 
 from realmfs.errors import IntegrityError, NotEncrypted, WrongKey
 from realmfs.fs.fuseops import RealmfsOps
-from realmfs.keys.keys import Key
+from realmfs.keys.key import Key
 from realmfs.format.pagecipher import PageCipher
 
 

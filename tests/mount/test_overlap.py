@@ -16,7 +16,7 @@ import pytest
 from realmfs import api
 from realmfs.storage.backinglock import BackingLock
 from realmfs.errors import BackingLocked, ExitCode
-from realmfs.keys.keys import Key
+from realmfs.keys.key import Key
 
 from .conftest import STARTED_MOUNTPOINTS, Env, force_unmount, run_cli, slurp, spit, tree_bytes
 

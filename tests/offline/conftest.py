@@ -8,7 +8,7 @@ import os
 import pytest
 
 from realmfs import cli
-from realmfs.keys.keys import Key, write_key_file
+from realmfs.keys.key import Key, write_key_file
 
 FAST_SCRYPT_N = "1024"    # recorded in each slot; production default is 2**17
 

@@ -16,7 +16,7 @@ from realmfs import cli
 from realmfs.fs import logfiles
 from realmfs.keys import config as configmod
 from realmfs.errors import EXIT_CODE_MEANINGS, ExitCode
-from realmfs.keys.keys import Key, read_key_file
+from realmfs.keys.key import Key, read_key_file
 from tests.offline.conftest import write_tree
 from tests.offline.test_keyring_progress import keyring_name, needs_keyctl  # noqa: F401 (fixture)
 from tests.vectors import REPO, load_vectors, vector_path

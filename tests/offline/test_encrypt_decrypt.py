@@ -13,7 +13,7 @@ from realmfs.keys import config as configmod
 from realmfs.tools import offline
 from realmfs.errors import (AlreadyEncrypted, AlreadyExists, BadPath, ExitCode, IntegrityError,
                             NotEncrypted, NotRecognized, WrongKey)
-from realmfs.keys.keys import Key
+from realmfs.keys.key import Key
 from realmfs.format.layout import BLOCK_DATA_BYTES, PAGE_SIZE
 from tests.offline.conftest import read_tree, write_hex_key, write_tree
 from tests.vectors import load_vectors, vector_path

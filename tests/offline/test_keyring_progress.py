@@ -12,7 +12,7 @@ import pytest
 
 from realmfs.keys import keyring
 from realmfs.errors import ExitCode
-from realmfs.keys.keys import Key
+from realmfs.keys.key import Key
 from realmfs.tools.progress import Progress
 from tests.offline.conftest import write_tree
 

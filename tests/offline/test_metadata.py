@@ -7,7 +7,7 @@ import os
 
 from realmfs.tools import offline
 from realmfs.tools import rekey as rekeymod
-from realmfs.keys.keys import Key, read_key_file
+from realmfs.keys.key import Key, read_key_file
 from tests.offline.conftest import write_tree
 
 # odd modes and old, distinct times, so that defaults (0600, 0755, now) cannot pass

@@ -13,7 +13,7 @@ from realmfs import api
 from realmfs.fs import fusermount
 from realmfs.tools import offline
 from realmfs.storage.backinglock import pid_alive
-from realmfs.keys.keys import Key
+from realmfs.keys.key import Key
 from tests.fusecheck import fuse_problem
 from tests.offline.conftest import write_tree
 
@@ -69,7 +69,7 @@ def test_encrypted_tree_mounts_and_reads_back(tmp_path, mount_guard):
 def test_rekey_and_mount_exclude_each_other(tmp_path, mount_guard, run):
     from realmfs.keys import config as configmod
     from realmfs.errors import ExitCode, RekeyInProgress
-    from realmfs.keys.keys import write_key_file
+    from realmfs.keys.key import write_key_file
     write_tree(tmp_path / "src", {"a.realm": os.urandom(8192)})
     key = Key.generate()
     write_key_file(str(tmp_path / "k"), key)

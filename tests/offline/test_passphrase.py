@@ -14,7 +14,7 @@ from realmfs.tools import offline
 from realmfs.tools import rekey as rekeymod
 from realmfs.cli import keyargs
 from realmfs.errors import Damaged, ExitCode, WrongPassphrase
-from realmfs.keys.keys import Key, write_key_file
+from realmfs.keys.key import Key, write_key_file
 from tests.offline.conftest import read_tree, write_tree
 
 TREE = {"a.realm": os.urandom(5 * 4096), "b/c.bin": os.urandom(12345)}

@@ -18,7 +18,7 @@ from realmfs.storage import backingscan
 from realmfs.tools import offline
 from realmfs.tools import rekey as rekeymod
 from realmfs.errors import AlreadyExists, ExitCode, RekeyInProgress, WrongKey
-from realmfs.keys.keys import Key, read_key_file, write_key_file
+from realmfs.keys.key import Key, read_key_file, write_key_file
 from realmfs.format.pagecipher import PageCipher
 from realmfs.storage.pagefile import open_backing
 from tests.offline.conftest import read_tree, write_tree

@@ -10,7 +10,7 @@ import pytest
 
 from realmfs.tools import offline, repair, verify
 from realmfs.errors import ExitCode, RekeyInProgress, WrongKey
-from realmfs.keys.keys import Key
+from realmfs.keys.key import Key
 from realmfs.format.layout import HEADER_BASE, PAGE_SIZE, entry_offset, page_offset
 from realmfs.format.pagecipher import PageCipher
 from realmfs.storage.pagefile import open_backing
@@ -58,7 +58,7 @@ def test_clean_tree_is_clean(run, backing, tmp_path):
     report = verify.verify_path(str(path), key)
     assert not report.damaged and problems(report) == set()
     k = tmp_path / "k"
-    from realmfs.keys.keys import write_key_file
+    from realmfs.keys.key import write_key_file
     write_key_file(str(k), key)
     result = run("verify", path, "--key-file", k)
     assert result.code == ExitCode.OK, result
@@ -145,7 +145,7 @@ def test_repair_zero_damaged_then_restore_backup(run, backing, tmp_path):
     flip(path / "a.realm", page_offset(5, 0) + 10)
     flip(path / "b.bin", page_offset(PAGES - 1, HEADER_BASE) + 10)   # the partial last page
     damaged = {n: (path / n).read_bytes() for n in ("a.realm", "b.bin")}
-    from realmfs.keys.keys import write_key_file
+    from realmfs.keys.key import write_key_file
     write_key_file(str(tmp_path / "k"), key)
     assert run("verify", path, "--key-file", tmp_path / "k").code == ExitCode.DAMAGED
     no_zero = run("verify", path, "--key-file", tmp_path / "k", "--repair")
@@ -170,7 +170,7 @@ def test_restore_refuses_a_mounted_directory_and_reads_a_broken_backup_as_one_li
     path, key = backing
     from realmfs.storage.backinglock import BackingLock
     from realmfs.errors import BackingLocked
-    from realmfs.keys.keys import write_key_file
+    from realmfs.keys.key import write_key_file
     write_key_file(str(tmp_path / "k"), key)
     (tmp_path / "bk").mkdir()
     (tmp_path / "bk" / "manifest.json").write_text('{"a.realm": {"path": 3}}')
@@ -187,7 +187,7 @@ def test_restore_refuses_a_mounted_directory_and_reads_a_broken_backup_as_one_li
 
 def test_wrong_key_is_not_damage(run, backing, tmp_path):
     path, _ = backing
-    from realmfs.keys.keys import write_key_file
+    from realmfs.keys.key import write_key_file
     write_key_file(str(tmp_path / "wrong"), Key.generate())
     assert run("verify", path, "--key-file", tmp_path / "wrong").code == ExitCode.WRONG_KEY
     os.unlink(path / ".realmfs.conf")             # no config: judged from the pages

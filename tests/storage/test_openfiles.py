@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from realmfs.keys.keys import Key
+from realmfs.keys.key import Key
 from realmfs.fs.openfiles import OpenFiles
 from realmfs.format.pagecipher import PageCipher
 

@@ -1,4 +1,4 @@
-"""Key parsing, key files and ``realmfs keygen`` (realmfs/keys/keys.py, realmfs/cli/keycmds.py)."""
+"""Key parsing, key files and ``realmfs keygen`` (realmfs/keys/key.py, realmfs/cli/keycmds.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from realmfs.errors import AlreadyExists, BadPath, ExitCode, KeyFormatError
-from realmfs.keys.keys import KEY_ENV, Key, key_from_env, parse_key, read_key_file, write_key_file
+from realmfs.keys.key import KEY_ENV, Key, key_from_env, parse_key, read_key_file, write_key_file
 
 REPO = Path(__file__).resolve().parents[2]
 
