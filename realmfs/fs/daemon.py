@@ -202,19 +202,8 @@ def _wait_until_mounted(mountpoint: str, thread: threading.Thread) -> bool:
     return False
 
 
-# A file closed just before the signal can keep the mount busy for a moment: the kernel
-# holds the mount until the daemon has answered that file's RELEASE, which is sent after
-# close() returns. Seen as a spurious lazy detach in about 1 of 30 Ctrl-C's right after a write.
-BUSY_RETRY_PAUSES = (0.05, 0.1, 0.2, 0.4)
-
-
 def _unmount_self(mountpoint: str) -> None:
-    """Unmount as ``fusermount -u`` would; if still busy after a short wait, detach lazily
-    and keep serving."""
-    for pause in BUSY_RETRY_PAUSES:
-        if detach(mountpoint, lazy=False) == 0:
-            return
-        time.sleep(pause)
+    """Unmount as ``fusermount -u`` would; if busy, detach lazily and keep serving."""
     if detach(mountpoint, lazy=False) != 0:
         log.warning("%s is busy: detached lazily; open files are served until closed", mountpoint)
         detach(mountpoint, lazy=True)

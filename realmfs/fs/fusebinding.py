@@ -26,7 +26,6 @@ from ..errors import MountFailed
 
 ENV = "REALMFS_FUSE"
 MAX_WRITE_LIBFUSE3 = 1 << 20    # bytes per write request (libfuse 3's and the kernel's ceiling)
-MAX_WRITE_LIBFUSE2 = 128 << 10  # libfuse 2's ceiling (with big_writes)
 _FUSE_CAP_AUTO_INVAL_DATA = 1 << 12     # libfuse 3's fuse_common.h
 _FUSE_CAP_WRITEBACK_CACHE = 1 << 16
 # An experiment for scripts/bench.py (target realmfs-writeback), not a user option: the
@@ -152,7 +151,3 @@ def init_conn(conn) -> None:
     conn.want &= ~_FUSE_CAP_AUTO_INVAL_DATA
     if os.environ.get(WRITEBACK_ENV) == "1":
         conn.want |= _FUSE_CAP_WRITEBACK_CACHE
-
-
-def max_write() -> int:
-    return MAX_WRITE_LIBFUSE3 if MAJOR == 3 else MAX_WRITE_LIBFUSE2

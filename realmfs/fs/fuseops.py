@@ -220,6 +220,9 @@ class RealmfsOps(Operations):
     def _handle(self, fh):
         return self.files.get(fh.fh if hasattr(fh, "fh") else fh)
 
+    def _backing_fd(self, fh) -> int:
+        return self._handle(fh).open_file.fd
+
     def getattr(self, path, fh=None):
         if fh:
             handle = self._handle(fh)
@@ -340,7 +343,7 @@ class RealmfsOps(Operations):
     # cached times.
     def chmod(self, path, mode, fh=None):
         if fh:
-            os.fchmod(self._handle(fh).open_file.fd, stat.S_IMODE(mode))
+            os.fchmod(self._backing_fd(fh), stat.S_IMODE(mode))
             return
         with self._at(path) as (dir_fd, name):
             try:
@@ -350,14 +353,14 @@ class RealmfsOps(Operations):
 
     def chown(self, path, uid, gid, fh=None):
         if fh:
-            os.fchown(self._handle(fh).open_file.fd, uid, gid)
+            os.fchown(self._backing_fd(fh), uid, gid)
             return
         with self._at(path) as (dir_fd, name):
             os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
 
     def utimens(self, path, times=None, fh=None):
         if fh:
-            set_times(self._handle(fh).open_file.fd, None, *(times or (None, None)))
+            set_times(self._backing_fd(fh), None, *(times or (None, None)))
             return
         with self._at(path) as (dir_fd, name):
             set_times(dir_fd, name, *(times or (None, None)))

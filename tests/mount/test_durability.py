@@ -134,7 +134,6 @@ def survived_lmdb(path: str) -> int:
 
 
 def survived_engine(path: str) -> int:
-    sys.path.insert(0, REPO)
     import engine
     db = engine.open(path)
     try:
